@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# System packages triage needs, by purpose. Idempotent; run as root (or with sudo available).
+#   scripts/install-system.sh serve   # espeak-ng (for `triage call --say`), PortAudio (microphone)
+#   scripts/install-system.sh test    # serve + Chromium (dashboard browser test)
+#   scripts/install-system.sh train   # serve + MBROLA voices, sox, real French prompts, noises
+set -euo pipefail
+purpose="${1:-serve}"
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+serve_pkgs=(espeak-ng libportaudio2)
+test_pkgs=(chromium)
+# MBROLA lives in Debian contrib/non-free; fr4, fr7 and ca2 are deliberately absent (reserved for
+# the independent evaluation).
+train_pkgs=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola-ca1
+            mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 flite
+            sox libsox-fmt-all asterisk-prompt-fr-armelle ktuberling-data
+            asterisk-moh-opsound-wav sound-theme-freedesktop)
+
+pkgs=("${serve_pkgs[@]}")
+case "$purpose" in
+  serve) ;;
+  test) pkgs+=("${test_pkgs[@]}") ;;
+  train) pkgs+=("${train_pkgs[@]}") ;;
+  all) pkgs+=("${test_pkgs[@]}" "${train_pkgs[@]}") ;;
+  *) echo "usage: $0 serve|test|train|all" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+
+if [ "$purpose" = train ] || [ "$purpose" = all ]; then
+  # A separate sources file: the system's own sources stay untouched.
+  src=/etc/apt/sources.list.d/triage-contrib-nonfree.sources
+  if [ ! -f "$src" ]; then
+    codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    $SUDO tee "$src" >/dev/null <<SRC
+Types: deb
+URIs: http://deb.debian.org/debian
+Suites: $codename
+Components: contrib non-free
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRC
+  fi
+fi
+echo "installing system packages: ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2

@@ -1,0 +1,170 @@
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from triage import audio
+from triage.audio import AudioError, StreamResampler, decode, encode, encode_wav, parse_wav, resample
+
+# Reference values from ITU-T G.711 / Sun's g711.c (the same as Python's audioop).
+ULAW_REFERENCE = {0x00: -32124, 0x0F: -16764, 0x7F: 0, 0x80: 32124, 0xFF: 0, 0x35: -3260, 0xA2: 7420}
+ALAW_REFERENCE = {0x00: -5504, 0x55: -8, 0xD5: 8, 0x80: 5504, 0x2A: -32256, 0xAA: 32256, 0x7F: -848}
+
+
+def test_g711_decode_tables_match_reference_points():
+    for code, value in ULAW_REFERENCE.items():
+        assert audio.ULAW_TO_PCM16[code] == value
+    for code, value in ALAW_REFERENCE.items():
+        assert audio.ALAW_TO_PCM16[code] == value
+
+
+def test_g711_against_audioop_all_codes_and_all_pcm_values():
+    audioop = pytest.importorskip("audioop")
+    codes = bytes(range(256))
+    assert (audio.ULAW_TO_PCM16 == np.frombuffer(audioop.ulaw2lin(codes, 2), "<i2")).all()
+    assert (audio.ALAW_TO_PCM16 == np.frombuffer(audioop.alaw2lin(codes, 2), "<i2")).all()
+    pcm = np.arange(-32768, 32768, dtype=np.int16)
+    assert (audio.pcm16_to_ulaw(pcm) == np.frombuffer(audioop.lin2ulaw(pcm.tobytes(), 2), np.uint8)).all()
+    assert (audio.pcm16_to_alaw(pcm) == np.frombuffer(audioop.lin2alaw(pcm.tobytes(), 2), np.uint8)).all()
+
+
+@pytest.mark.parametrize("encoding", ["mulaw", "alaw"])
+def test_g711_code_round_trip_is_exact(encoding):
+    codes = bytes(range(256))
+    again = encode(decode(codes, encoding), encoding)
+    table = audio.ULAW_TO_PCM16 if encoding == "mulaw" else audio.ALAW_TO_PCM16
+    # Codes that decode to the same value (μ-law's two zeros) may come back as either.
+    assert (table[np.frombuffer(again, np.uint8)] == table[np.frombuffer(codes, np.uint8)]).all()
+
+
+@given(st.binary(max_size=4096), st.sampled_from(["mulaw", "alaw"]))
+def test_g711_decodes_any_bytes_to_bounded_floats(data, encoding):
+    x = decode(data, encoding)
+    assert x.dtype == np.float32 and len(x) == len(data)
+    assert np.all(np.abs(x) <= 1.0)
+
+
+@given(st.binary(max_size=4096))
+def test_pcm16_decodes_even_lengths_and_rejects_odd(data):
+    if len(data) % 2:
+        with pytest.raises(AudioError, match="even number of bytes"):
+            decode(data, "pcm_s16le")
+    else:
+        x = decode(data, "pcm_s16le")
+        assert len(x) == len(data) // 2 and np.all(np.abs(x) <= 1.0)
+        assert encode(x, "pcm_s16le") == data
+
+
+@given(st.lists(st.floats(width=32, allow_nan=True, allow_infinity=True), max_size=256))
+def test_f32_rejects_non_finite_and_keeps_finite_exactly(values):
+    data = struct.pack(f"<{len(values)}f", *values)
+    if all(np.isfinite(values)):
+        assert (decode(data, "f32le") == np.array(values, dtype=np.float32)).all()
+    else:
+        with pytest.raises(AudioError, match="finite"):
+            decode(data, "f32le")
+
+
+def test_unknown_encoding_names_the_expected_ones():
+    with pytest.raises(AudioError, match="pcm_s16le, f32le, mulaw, alaw"):
+        decode(b"\0\0", "opus")
+
+
+def test_f32_needs_whole_samples():
+    with pytest.raises(AudioError, match="multiple of 4"):
+        decode(b"\0\0\0", "f32le")
+
+
+@pytest.mark.parametrize("rate", [8000, 16000, 22050, 44100, 48000])
+def test_resampler_is_chunk_invariant(rate):
+    rng = np.random.default_rng(rate)
+    x = (rng.standard_normal(rate // 2) * 0.2).astype(np.float32)
+    whole = resample(x, rate)
+    assert len(whole) == -(-len(x) * 16000 // rate)
+    for trial in range(3):
+        r, parts, i = StreamResampler(rate), [], 0
+        while i < len(x):
+            n = int(rng.integers(1, 1500 if trial else 3))
+            parts.append(r.feed(x[i: i + n]))
+            i += n
+        parts.append(r.flush())
+        assert np.abs(np.concatenate(parts) - whole).max() <= 1e-6
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 44100, 48000])
+def test_resampler_keeps_a_tone_in_place(rate):
+    t = np.arange(rate) / rate
+    y = resample(np.sin(2 * np.pi * 440 * t).astype(np.float32), rate)
+    tt = np.arange(len(y)) / 16000
+    # Zero phase: the 440 Hz tone comes out where it went in (edges excluded).
+    assert np.abs(y[300:-300] - np.sin(2 * np.pi * 440 * tt[300:-300])).max() < 1e-3
+
+
+def test_resampler_removes_what_16k_cannot_carry():
+    rate = 48000
+    t = np.arange(rate) / rate
+    y = resample(np.sin(2 * np.pi * 12000 * t).astype(np.float32), rate)
+    assert np.sqrt(np.mean(y[300:-300] ** 2)) < 0.01
+
+
+@pytest.mark.parametrize("encoding", ["pcm_s16le", "f32le", "mulaw", "alaw"])
+@pytest.mark.parametrize("rate", [8000, 16000, 44100])
+def test_wav_round_trip(tmp_path, encoding, rate):
+    x = (np.sin(np.arange(rate // 4) * 0.05) * 0.5).astype(np.float32)
+    path = tmp_path / "a.wav"
+    audio.write_wav(path, x, rate, encoding)
+    wav = audio.read_wav(path)
+    assert wav.sample_rate == rate and wav.encoding == encoding and len(wav.samples) == len(x)
+    tol = {"f32le": 0, "pcm_s16le": 1 / 32768, "mulaw": 0.02, "alaw": 0.02}[encoding]
+    assert np.abs(wav.samples - x).max() <= tol
+
+
+def test_wav_stereo_is_mixed_to_mono():
+    left, right = np.full(100, 0.5), np.full(100, -0.25)
+    pcm = (np.stack([left, right], axis=1) * 32768).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 2, 8000, 32000, 4, 16)
+    data = b"RIFF" + struct.pack("<I", 4 + 8 + 16 + 8 + len(pcm)) + b"WAVEfmt " + struct.pack("<I", 16) + fmt
+    data += b"data" + struct.pack("<I", len(pcm)) + pcm
+    wav = parse_wav(data)
+    assert wav.channels == 2 and np.allclose(wav.samples, 0.125)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"", "empty file"),
+        (b"hello, this is not audio at all", "not a WAV file"),
+        (b"RIFF\x04\x00\x00\x00WAVE", "no 'fmt ' chunk"),
+        (encode_wav(np.zeros(10), 8000)[:44 - 8], "no 'data' chunk"),
+        (encode_wav(np.zeros(100), 8000)[:-20], "truncated"),
+        (encode_wav(np.zeros(0), 8000), "no audio samples"),
+    ],
+)
+def test_bad_wav_files_raise_clear_errors(data, message):
+    with pytest.raises(AudioError, match=message) as e:
+        parse_wav(data, "call.wav")
+    assert str(e.value).startswith("call.wav: ")
+
+
+def test_unsupported_wav_format_names_the_supported_ones():
+    data = bytearray(encode_wav(np.zeros(10), 8000))
+    data[20:22] = struct.pack("<H", 0x55)  # MP3-in-WAV
+    with pytest.raises(AudioError, match="expected PCM 8/16/24/32-bit"):
+        parse_wav(bytes(data))
+
+
+def test_read_wav_missing_file_names_it(tmp_path):
+    with pytest.raises(AudioError, match="nope.wav: cannot read"):
+        audio.read_wav(tmp_path / "nope.wav")
+
+
+@settings(max_examples=200)
+@given(st.binary(max_size=300))
+def test_parse_wav_never_fails_with_anything_but_audio_error(data):
+    try:
+        wav = parse_wav(b"RIFF" + data[:4] + b"WAVE" + data[4:])
+    except AudioError:
+        return
+    assert np.all(np.isfinite(wav.samples))

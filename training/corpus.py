@@ -1,0 +1,110 @@
+"""What the voices say: keywords, near-miss and other words, sentences; and the real recordings used.
+
+Everything here is plain data plus the functions that find installed recordings.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from triage.keywords import KEYWORDS
+
+BASE_WORDS = ("no", "stop", "up", "right", "yes", "left", "go", "down")  # the English base model's classes
+
+# Non-keywords. Near-misses first: words a caller says that sound like a keyword but must not route.
+NEAR_MISSES = (
+    "volet", "volume", "volant", "volaille", "volcan", "gazon", "gazelle", "incident", "agressif",
+    "brûler", "malade", "malaisie", "violon", "violette", "effondré", "électricien", "intoxiqué",
+    "hémisphère", "cambrousse", "incendié", "brume", "galerie", "agrafe", "malin", "électronique",
+)
+OTHER_WORDS = (
+    "allô", "bonjour", "adresse", "maison", "voiture", "enfant", "fenêtre", "escalier", "voisin",
+    "téléphone", "appartement", "étage", "secours", "vite", "respirer", "tombé", "blessé", "fumée",
+    "accident", "docteur", "ambulance", "inconscient", "parking", "monsieur", "madame", "numéro",
+    "porte", "bâtiment", "quartier", "cuisine", "rapidement", "attendez", "oui", "non", "merci",
+    "pardon", "quarante", "deuxième", "ascenseur", "jardin",
+)
+UNKNOWN_WORDS = NEAR_MISSES + OTHER_WORDS
+
+# French call sentences with no keyword (false-alarm measurement, call filler, `_unknown_` crops).
+NO_KEYWORD_SENTENCES = (
+    "Allô, bonjour, j'appelle pour ma voisine du troisième étage.",
+    "Je suis au numéro douze de la rue Victor Hugo, au rez-de-chaussée.",
+    "Il y a quelqu'un qui ne répond plus, je ne sais pas quoi faire.",
+    "Mon fils est tombé dans l'escalier, il a mal à la jambe.",
+    "Pouvez-vous envoyer quelqu'un rapidement s'il vous plaît ?",
+    "Le volet de la fenêtre claque depuis ce matin avec le vent.",
+    "Le volume de la télévision est beaucoup trop fort chez le voisin.",
+    "Il a perdu le volant de sa voiture sur le parking.",
+    "Ma grand-mère est malade depuis trois jours, elle tousse beaucoup.",
+    "Nous sommes dans le jardin derrière la maison, près du portail.",
+    "Je ne trouve plus mes clés et la porte est fermée.",
+    "Le chien du voisin aboie toute la nuit, on n'arrive pas à dormir.",
+    "Il y a eu un petit incident à l'école, rien de grave.",
+    "L'ascenseur est bloqué entre deux étages depuis dix minutes.",
+    "Je voudrais signaler une voiture garée devant la sortie.",
+    "Elle a de la fièvre et elle ne veut pas manger.",
+    "Attendez, je vous passe mon mari, il est à côté de moi.",
+    "C'est au bout de la rue, après la boulangerie, à gauche.",
+    "Mon code d'entrée c'est quatre cinq deux huit, bâtiment B.",
+    "Il respire mais il ne répond pas quand on lui parle.",
+    "La tondeuse a abîmé le gazon et mon voisin est agressif.",
+    "Je rentre du travail et tout semble normal dans l'appartement.",
+    "Vous pouvez rappeler à ce numéro, je reste en ligne.",
+    "Il fait très froid et le chauffage ne marche plus.",
+    "Oui, oui, je suis toujours là, je vous entends mal.",
+    "Mon père a quatre-vingt-deux ans et il vit seul.",
+    "Une dame est assise sur le trottoir, elle a l'air perdue.",
+    "On a entendu un grand bruit dans la cuisine tout à l'heure.",
+    "Je suis dans la galerie marchande, au premier étage.",
+    "Elle a pris ses médicaments ce matin comme d'habitude.",
+    "Les enfants jouent dans la cour de l'immeuble.",
+    "Je ne sais pas, il est arrivé en courant et il est reparti.",
+    "Le feu tricolore ne fonctionne plus au carrefour.",
+    "Pardon, je répète, c'est le quarante-deux avenue de la République.",
+    "Il y a beaucoup de brume sur la route ce soir.",
+    "Mon téléphone n'a presque plus de batterie.",
+    "Le médecin de garde ne répond pas, alors je vous appelle.",
+    "Elle est enceinte de huit mois et elle a des contractions.",
+    "J'entends quelqu'un crier dans la rue mais je ne vois rien.",
+    "Le bus s'est arrêté au milieu de la route.",
+)
+
+# Sentence frames for keywords said in context; `{}` is the keyword.
+CARRIERS = (
+    "Allô, il y a {} au deuxième étage.",
+    "Venez vite, c'est {}, s'il vous plaît !",
+    "Je crois que c'est {}, je ne sais pas quoi faire.",
+    "Mon voisin parle de {} dans l'immeuble.",
+    "Il y a eu {} chez nous ce soir.",
+)
+# Natural French article before each keyword in a carrier sentence.
+ARTICLE = {
+    "malaise": "un malaise", "hémorragie": "une hémorragie", "brûlure": "une brûlure",
+    "intoxication": "une intoxication", "violences": "des violences", "agression": "une agression",
+    "vol": "un vol", "cambriolage": "un cambriolage", "incendie": "un incendie", "gaz": "du gaz",
+    "effondrement": "un effondrement", "électrocution": "une électrocution",
+}
+assert set(ARTICLE) == set(KEYWORDS)
+
+
+def _package_files(package: str, suffixes: tuple[str, ...]) -> list[Path]:
+    """Files a Debian package installed, so that only that package's recordings are read."""
+    r = subprocess.run(["dpkg", "-L", package], capture_output=True, text=True)
+    if r.returncode != 0:
+        return []
+    return sorted(Path(p) for p in r.stdout.split() if p.endswith(suffixes) and Path(p).is_file())
+
+
+def french_prompts() -> list[Path]:
+    """Real French speech with no keyword: Armelle's telephony prompts and KTuberling's words."""
+    armelle = _package_files("asterisk-prompt-fr-armelle", (".gsm", ".wav"))
+    tuberling = [p for p in _package_files("ktuberling-data", (".ogg", ".wav")) if "/sounds/fr/" in str(p)]
+    return armelle + tuberling
+
+
+def noise_recordings() -> list[Path]:
+    """Hold music, rings and alarms for background noise."""
+    return (_package_files("asterisk-moh-opsound-wav", (".wav",))
+            + _package_files("sound-theme-freedesktop", (".oga", ".ogg", ".wav")))

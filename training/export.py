@@ -1,0 +1,67 @@
+"""Keras → ONNX (tf2onnx) plus the manifest that makes the file a usable triage model."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import numpy as np
+
+from triage.features import FeatureParams
+from triage.model import MANIFEST_VERSION, manifest_path_for
+
+DEFAULT_STREAMING = {"hop_s": 0.1, "smoothing": 3, "refractory_s": 1.0}
+
+
+def versions() -> dict:
+    import keras
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    return {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
+            "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__}
+
+
+def to_onnx(model, params: FeatureParams, path: Path) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, params.window_frames, params.n_mels, 1), tf.float32, name="logmel"),)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(path))
+
+
+def write_manifest(onnx_path: Path, *, name: str, classes: list[str], params: FeatureParams,
+                   streaming: dict | None, thresholds: dict[str, float] | None, metrics: dict,
+                   provenance: dict) -> Path:
+    manifest = {
+        "format_version": MANIFEST_VERSION,
+        "name": name,
+        "classes": list(classes),
+        "features": params.to_dict(),
+        "input": {"shape": [None, params.window_frames, params.n_mels, 1], "dtype": "float32",
+                  "meaning": "log-mel dB frames (triage.features.LogMel) of the latest 1 s"},
+        "metrics": metrics,
+        "provenance": provenance,
+        "versions": versions(),
+    }
+    if streaming is not None:
+        manifest["streaming"] = streaming
+    if thresholds is not None:
+        manifest["thresholds"] = thresholds
+    out = manifest_path_for(onnx_path)
+    out.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return out
+
+
+def keras_onnx_max_delta(model, onnx_path: Path, x: np.ndarray) -> float:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x[..., None].astype(np.float32)})[0]
+    want = model.predict(x[..., None].astype(np.float32), verbose=0)
+    return float(np.abs(got - want).max())

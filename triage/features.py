@@ -1,0 +1,125 @@
+"""Log-mel spectrogram frontend in numpy, for whole clips and for streams, with identical frames.
+
+Matches `librosa.feature.melspectrogram(center=False, power=2, htk=False, norm="slaney")` followed
+by `librosa.power_to_db(ref=1.0, amin=1e-10, top_db=None)`. Frames are not centred so that the
+frames of a stream are exactly the frames of any 1 s clip cut from it on the hop grid: what the
+model sees live is what it saw in training. Training imports this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+
+AMIN = 1e-10
+
+
+@dataclass(frozen=True)
+class FeatureParams:
+    sample_rate: int = 16_000
+    n_fft: int = 512
+    win_length: int = 400  # 25 ms
+    hop_length: int = 160  # 10 ms
+    n_mels: int = 40
+    fmin: float = 20.0
+    # Phone lines carry nothing above 3.4 kHz: ignoring it makes wideband and phone audio look alike.
+    fmax: float = 4000.0
+    window_samples: int = 16_000  # the model's input: 1 s
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureParams:
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown feature parameters {sorted(unknown)}; "
+                             f"expected {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def n_frames(self, n_samples: int) -> int:
+        return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop_length
+
+    @property
+    def window_frames(self) -> int:
+        return self.n_frames(self.window_samples)
+
+
+def _hz_to_mel(f: np.ndarray) -> np.ndarray:
+    # Slaney's auditory-toolbox scale (librosa's default): linear below 1 kHz, log above.
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-12) / min_log_hz) / logstep, f / f_sp)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(p: FeatureParams) -> np.ndarray:
+    """(n_mels, n_fft//2+1) Slaney-normalised triangular filters, as librosa.filters.mel builds them."""
+    fft_freqs = np.linspace(0, p.sample_rate / 2, 1 + p.n_fft // 2)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(p.fmin), _hz_to_mel(p.fmax), p.n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2: p.n_mels + 2] - mel_f[: p.n_mels]))[:, None]
+    return weights
+
+
+class LogMel:
+    """Stateless log-mel extractor for whole clips."""
+
+    def __init__(self, params: FeatureParams):
+        self.params = params
+
+    @cached_property
+    def _window(self) -> np.ndarray:
+        p = self.params
+        w = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(p.win_length) / p.win_length)  # periodic Hann
+        left = (p.n_fft - p.win_length) // 2
+        return np.pad(w, (left, p.n_fft - p.win_length - left))
+
+    @cached_property
+    def _mel_t(self) -> np.ndarray:
+        return mel_filterbank(self.params).T.copy()
+
+    def frames(self, samples: np.ndarray) -> np.ndarray:
+        """(n_frames, n_mels) float32 log-mel dB of float samples at params.sample_rate."""
+        p = self.params
+        x = np.asarray(samples, dtype=np.float64)
+        n = p.n_frames(len(x))
+        if n == 0:
+            return np.zeros((0, p.n_mels), dtype=np.float32)
+        strided = np.lib.stride_tricks.as_strided(
+            x, shape=(n, p.n_fft), strides=(x.strides[0] * p.hop_length, x.strides[0]), writeable=False)
+        spec = np.fft.rfft(strided * self._window, axis=1)
+        power = spec.real**2 + spec.imag**2
+        return (10.0 * np.log10(np.maximum(power @ self._mel_t, AMIN))).astype(np.float32)
+
+
+class LogMelStream:
+    """Incremental log-mel: feed chunks of any length, get each new complete frame exactly once."""
+
+    def __init__(self, params: FeatureParams, extractor: LogMel | None = None):
+        self.params = params
+        self._extractor = extractor or LogMel(params)
+        self._pending = np.zeros(0, dtype=np.float32)  # samples from the next frame's start
+        self.frames_emitted = 0
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        p = self.params
+        buf = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
+        out = self._extractor.frames(buf)
+        consumed = len(out) * p.hop_length
+        self._pending = buf[consumed:]
+        self.frames_emitted += len(out)
+        return out

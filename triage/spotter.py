@@ -1,0 +1,119 @@
+"""KeywordSpotter: one per call, sans-I/O. Audio in (16 kHz float32), keyword detections out.
+
+Time is the number of samples fed divided by the sample rate; there is no clock here. Scoring is
+split from feeding so that one model call can score the due windows of many calls at once
+(`score_batch`), which is what lets one core carry hundreds of live calls.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from triage.features import LogMelStream
+from triage.keywords import KEYWORD_SERVICE
+from triage.model import KeywordModel
+
+
+@dataclass(frozen=True)
+class Detection:
+    keyword: str
+    service: int
+    time: float  # seconds from the start of the call: the end of the window that fired
+    confidence: float
+
+    def to_dict(self) -> dict:
+        return {"keyword": self.keyword, "service": self.service, "time": round(self.time, 3),
+                "confidence": round(self.confidence, 4)}
+
+
+class KeywordSpotter:
+    def __init__(self, model: KeywordModel, thresholds: dict[str, float] | None = None):
+        if model.streaming is None:
+            raise ValueError(f"{model.path}: manifest has no 'streaming' section; it is not a spotting model")
+        self.model = model
+        p = model.features
+        self._params = p
+        self._frames = LogMelStream(p, model.extractor)
+        self._window = p.window_frames
+        self._hop_frames = max(1, round(model.streaming.hop_s * p.sample_rate / p.hop_length))
+        # Ring buffer of the latest `window` frames; never grows with call length.
+        self._ring = np.zeros((self._window, p.n_mels), dtype=np.float32)
+        self._ring_pos = 0
+        self._placed = 0  # frames written to the ring so far
+        self._due: list[tuple[int, np.ndarray]] = []  # (frames seen when due, window) awaiting a score
+        self._recent = deque(maxlen=model.streaming.smoothing)
+        self._keyword_index = [(i, c) for i, c in enumerate(model.classes) if c in KEYWORD_SERVICE]
+        self.thresholds = dict(model.thresholds if thresholds is None else thresholds)
+        self._last_fired: dict[str, float] = {}
+        self._armed = {k: True for _, k in self._keyword_index}
+        self.samples_fed = 0
+        self.windows_scored = 0
+        self.last_posteriors: np.ndarray | None = None  # smoothed, for plots and dashboards
+
+    @property
+    def time(self) -> float:
+        return self.samples_fed / self._params.sample_rate
+
+    def push(self, samples: np.ndarray) -> None:
+        """Add audio; windows that come due are kept until they are scored."""
+        samples = np.asarray(samples, dtype=np.float32)
+        self.samples_fed += len(samples)
+        for frame in self._frames.feed(samples):
+            self._ring[self._ring_pos] = frame
+            self._ring_pos = (self._ring_pos + 1) % self._window
+            self._placed += 1
+            seen = self._placed
+            if seen >= self._window and (seen - self._window) % self._hop_frames == 0:
+                window = np.concatenate([self._ring[self._ring_pos:], self._ring[: self._ring_pos]])
+                self._due.append((seen, window))
+
+    @property
+    def due_windows(self) -> list[np.ndarray]:
+        return [w for _, w in self._due]
+
+    def accept(self, posteriors: np.ndarray) -> list[Detection]:
+        """Posteriors for `due_windows`, in order → the detections they trigger."""
+        if len(posteriors) != len(self._due):
+            raise ValueError(f"expected {len(self._due)} posterior rows, got {len(posteriors)}")
+        p = self._params
+        out = []
+        for (seen, _), post in zip(self._due, posteriors, strict=True):
+            self._recent.append(post)
+            smooth = np.mean(self._recent, axis=0)
+            self.last_posteriors = smooth
+            self.windows_scored += 1
+            t = ((seen - 1) * p.hop_length + p.n_fft) / p.sample_rate
+            for i, kw in self._keyword_index:
+                score, thr = float(smooth[i]), self.thresholds[kw]
+                if score < thr * 0.5:
+                    self._armed[kw] = True
+                if (score >= thr and self._armed[kw]
+                        and t - self._last_fired.get(kw, -1e9) >= self.model.streaming.refractory_s):
+                    self._armed[kw] = False
+                    self._last_fired[kw] = t
+                    out.append(Detection(kw, KEYWORD_SERVICE[kw], t, score))
+        self._due.clear()
+        return out
+
+    def feed(self, samples: np.ndarray) -> list[Detection]:
+        """Push and score this call alone (use `score_batch` to score many calls in one model call)."""
+        self.push(samples)
+        return score_batch(self.model, [self])[0]
+
+
+def score_batch(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> list[list[Detection]]:
+    """Score every due window of every spotter with a single model call."""
+    windows = [w for s in spotters for w in s.due_windows]
+    if not windows:
+        return [[] for _ in spotters]
+    posteriors = model.predict(np.stack(windows))
+    out, i = [], 0
+    for s in spotters:
+        n = len(s.due_windows)
+        out.append(s.accept(posteriors[i: i + n]))
+        i += n
+    return out
