@@ -31,7 +31,7 @@ class Detection:
 
 
 class KeywordSpotter:
-    def __init__(self, model: KeywordModel, thresholds: dict[str, float] | None = None):
+    def __init__(self, model: KeywordModel, thresholds: dict[str, float] | None = None, trace: bool = False):
         if model.streaming is None:
             raise ValueError(f"{model.path}: manifest has no 'streaming' section; it is not a spotting model")
         self.model = model
@@ -52,7 +52,9 @@ class KeywordSpotter:
         self._armed = {k: True for _, k in self._keyword_index}
         self.samples_fed = 0
         self.windows_scored = 0
-        self.last_posteriors: np.ndarray | None = None  # smoothed, for plots and dashboards
+        self.last_posteriors: np.ndarray | None = None  # smoothed, for dashboards
+        # (time, smoothed posteriors) of every scored window, for replay plots; off live (it grows).
+        self.trace: list[tuple[float, np.ndarray]] | None = [] if trace else None
 
     @property
     def time(self) -> float:
@@ -87,6 +89,8 @@ class KeywordSpotter:
             self.last_posteriors = smooth
             self.windows_scored += 1
             t = ((seen - 1) * p.hop_length + p.n_fft) / p.sample_rate
+            if self.trace is not None:
+                self.trace.append((t, smooth))
             for i, kw in self._keyword_index:
                 score, thr = float(smooth[i]), self.thresholds[kw]
                 if score < thr * 0.5:

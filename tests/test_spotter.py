@@ -1,0 +1,114 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from onnx_models import loudness_model, silence, tone
+
+from triage.model import KeywordModel
+from triage.spotter import KeywordSpotter, score_batch
+
+CALL = np.concatenate([silence(2), tone(0.8), silence(2), tone(0.5), silence(1)])
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return KeywordModel(loudness_model(tmp_path_factory.mktemp("m")))
+
+
+def _feed_in_chunks(spotter, x, sizes):
+    out, i, k = [], 0, 0
+    while i < len(x):
+        n = sizes[k % len(sizes)]
+        out += spotter.feed(x[i: i + n])
+        i, k = i + n, k + 1
+    return out
+
+
+def test_one_burst_one_detection_with_its_time_and_service(model):
+    dets = KeywordSpotter(model).feed(CALL)
+    assert [(d.keyword, d.service) for d in dets] == [("incendie", 18), ("incendie", 18)]
+    # Fired within 0.3 s of the burst's end: the window ending then holds enough of it.
+    assert 2.0 < dets[0].time <= 2.8 + 0.3
+    assert 4.8 < dets[1].time <= 5.3 + 0.3
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=6))
+def test_detections_do_not_depend_on_chunking(model, sizes):
+    ref = KeywordSpotter(model).feed(CALL)
+    assert _feed_in_chunks(KeywordSpotter(model), CALL, sizes) == ref
+
+
+def test_single_samples_work(model):
+    s = KeywordSpotter(model)
+    x = CALL[:40000]
+    out = [d for v in x for d in s.feed(np.array([v]))]
+    assert out == KeywordSpotter(model).feed(x)
+
+
+def test_long_continuous_sound_fires_once_per_refractory_and_rearm(model):
+    # A sound that never stops stays above threshold: debounce keeps it to one detection.
+    dets = KeywordSpotter(model).feed(tone(6.0))
+    assert len(dets) == 1
+
+
+def test_threshold_from_manifest_is_used(tmp_path):
+    strict = KeywordModel(loudness_model(tmp_path, thresholds={"incendie": 0.9}))
+    # The short second burst never gets the keyword above 0.9.
+    dets = KeywordSpotter(strict).feed(CALL)
+    assert len(dets) == 1 and dets[0].time < 3.5
+
+
+def test_smoothing_delays_but_keeps_detection(tmp_path):
+    smooth = KeywordModel(loudness_model(tmp_path, streaming={"hop_s": 0.1, "smoothing": 3,
+                                                             "refractory_s": 1.0}))
+    dets = KeywordSpotter(smooth).feed(CALL)
+    assert len(dets) >= 1 and dets[0].keyword == "incendie"
+
+
+def test_batch_scoring_equals_scoring_alone(model):
+    calls = [CALL, np.roll(CALL, 8000), silence(7), tone(7.0)]
+    alone = [KeywordSpotter(model).feed(c) for c in calls]
+    spotters = [KeywordSpotter(model) for _ in calls]
+    got = [[] for _ in calls]
+    for i in range(0, len(CALL), 1600):  # 100 ms chunks, all calls scored together
+        for s, c in zip(spotters, calls, strict=True):
+            s.push(c[i: i + 1600])
+        for acc, d in zip(got, score_batch(model, spotters), strict=True):
+            acc.extend(d)
+    assert got == alone
+
+
+@pytest.mark.parametrize("x", [
+    np.zeros(50_000, np.float32),
+    np.ones(50_000, np.float32),  # DC offset
+    np.clip(tone(3, 5.0), -1, 1),  # clipping
+    np.full(50_000, 3.0e38, np.float32),  # extreme but finite
+    np.random.default_rng(0).standard_normal(50_000).astype(np.float32) * 100,
+])
+def test_never_raises_on_valid_float_arrays(model, x):
+    s = KeywordSpotter(model)
+    for i in range(0, len(x), 777):
+        s.feed(x[i: i + 777])
+    assert s.windows_scored > 0
+
+
+def test_memory_does_not_grow_with_call_length(model):
+    s = KeywordSpotter(model)
+    chunk = silence(60)
+    sizes = []
+    for _ in range(120):  # two hours of audio
+        s.feed(chunk)
+        sizes.append((s._ring.nbytes, len(s._frames._pending), len(s._due), len(s._recent)))
+    assert sizes[10] == sizes[-1]
+    assert s.time == pytest.approx(7200.0)
+
+
+def test_model_without_streaming_section_is_refused(tmp_path, model):
+    import json
+    path = loudness_model(tmp_path)
+    m = json.loads(path.with_suffix(".json").read_text())
+    del m["streaming"]
+    path.with_suffix(".json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match="not a spotting model"):
+        KeywordSpotter(KeywordModel(path))

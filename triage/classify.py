@@ -1,0 +1,51 @@
+"""One label per short clip: which keyword it holds, or `_unknown_` speech, or `_silence_`.
+
+Pure: samples in, label out. A clip shorter than the model's window is centred in silence; a longer
+one is scanned on the streaming hop grid and its most keyword-like window decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from triage.keywords import SILENCE, UNKNOWN
+from triage.model import KeywordModel
+
+
+@dataclass(frozen=True)
+class ClipLabel:
+    label: str
+    confidence: float
+
+
+def windows_of(model: KeywordModel, samples: np.ndarray) -> np.ndarray:
+    """(W, frames, mels): the clip centred in one window, or every hop-spaced window plus the last."""
+    p = model.features
+    n = p.window_samples
+    x = np.asarray(samples, dtype=np.float32)
+    if len(x) <= n:
+        left = (n - len(x)) // 2
+        return model.extractor.frames(np.pad(x, (left, n - len(x) - left)))[None]
+    hop = round((model.streaming.hop_s if model.streaming else 0.1) * p.sample_rate)
+    frames = model.extractor.frames(x)
+    hop_frames = max(1, hop // p.hop_length)
+    starts = list(range(0, len(frames) - p.window_frames + 1, hop_frames))
+    if starts[-1] != len(frames) - p.window_frames:
+        starts.append(len(frames) - p.window_frames)
+    return np.stack([frames[s: s + p.window_frames] for s in starts])
+
+
+def classify(model: KeywordModel, samples: np.ndarray) -> ClipLabel:
+    probs = model.predict(windows_of(model, samples))
+    kw_idx = [i for i, c in enumerate(model.classes) if c in model.keywords]
+    best = int(np.argmax(probs[:, kw_idx].max(axis=1)))
+    top = int(np.argmax(probs[best]))
+    if model.classes[top] in model.keywords:
+        return ClipLabel(model.classes[top], float(probs[best, top]))
+    # No window is a keyword: speech or silence, by their mean over the clip.
+    rest = [model.classes.index(c) for c in (UNKNOWN, SILENCE) if c in model.classes]
+    mean = probs[:, rest].mean(axis=0)
+    i = int(np.argmax(mean))
+    return ClipLabel(model.classes[rest[i]], float(mean[i]))
