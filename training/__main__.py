@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "data", help="cache directory (default: data/)")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="where models are written")
-    ap.add_argument("--per-keyword", type=int, default=1600, help="training windows per keyword")
+    ap.add_argument("--per-keyword", type=int, default=2500, help="training windows per keyword")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=6)
@@ -80,13 +80,13 @@ def main(argv: list[str] | None = None) -> int:
     synth.run(args.data, workers=args.workers)
 
     log("stage 2: datasets")
-    base_tr = cached(stages / "base_train.npz", lambda: dict(zip(
+    base_tr = cached(stages / f"base_train_{args.per_base_word}.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_base(args.data, params, args.per_base_word, False, workers=args.workers)[:2],
         strict=True)), args.rebuild)
     base_ev = cached(stages / "base_eval.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_base(args.data, params, 150, True, workers=args.workers)[:2], strict=True)),
         args.rebuild)
-    kw_tr = cached(stages / "kws_train.npz", lambda: dict(zip(
+    kw_tr = cached(stages / f"kws_train_{args.per_keyword}.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_train(args.data, params, args.per_keyword, workers=args.workers), strict=True)),
         args.rebuild)
 

@@ -14,8 +14,9 @@ import numpy as np
 from scipy import signal
 
 from triage.audio import TARGET_RATE, decode, encode, resample
+from triage.features import FeatureParams
 
-WINDOW = TARGET_RATE  # 1 s
+WINDOW = FeatureParams().window_samples  # the model input, ~1 s
 
 
 def _rms(x: np.ndarray) -> float:

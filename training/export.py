@@ -32,6 +32,8 @@ def to_onnx(model, params: FeatureParams, path: Path) -> None:
 
     spec = (tf.TensorSpec((None, params.window_frames, params.n_mels, 1), tf.float32, name="logmel"),)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # tf2onnx looks outputs up by Keras-2 style names, which Keras 3 models no longer carry.
+    model.output_names = ["probs"]
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(path))
 
 

@@ -9,22 +9,9 @@ from pathlib import Path
 
 from triage.audio import AudioError
 
-PLANNED = {
-    "serve": ("run the live service: websocket /call ingest, Redis routing, dashboard", "#5"),
-    "call": ("stream a WAV file, a synthesized sentence or the microphone to the service", "#6"),
-    "dispatch": ("terminal dispatcher console for one service's queue", "#5"),
-}
-
 
 def _err(msg: str) -> None:
     print(f"triage: {msg}", file=sys.stderr, flush=True)
-
-
-def _not_yet(name: str, issue: str):
-    def run(args: argparse.Namespace) -> int:
-        _err(f"{name}: not implemented yet (tracked in issue {issue})")
-        return 2
-    return run
 
 
 def _load_model(args):
@@ -98,24 +85,111 @@ def cmd_replay(args) -> int:
     return 1 if failed else 0
 
 
-def cmd_demo(args) -> int:
-    from triage.audio import read_wav_16k
-    from triage.keywords import SERVICE_BY_NUMBER
-    from triage.replay import replay_samples
+def _server_config(args):
+    import os
+
+    from triage.server import ServerConfig
+
+    return ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TRIAGE_TOKEN"),
+                        max_calls=getattr(args, "max_calls", 500))
+
+
+def cmd_serve(args) -> int:
+    import asyncio
+    import os
+
+    from triage.app import DEFAULT_DATA_DIR, run
 
     model = _load_model(args)
-    demo_dir = Path(__file__).parent / "demo"
-    calls = sorted(demo_dir.glob("*.wav"))
-    if not calls:
-        _err(f"no demo calls in {demo_dir}")
+    try:
+        return asyncio.run(run(_server_config(args), model, args.redis_url or os.environ.get("REDIS_URL"),
+                               args.data_dir or DEFAULT_DATA_DIR))
+    except RuntimeError as e:
+        _err(str(e))
+        return 1
+
+
+def cmd_demo(args) -> int:
+    import asyncio
+    import os
+
+    from triage.app import DEFAULT_DATA_DIR, run
+    from triage.demo import loop_demo_calls
+
+    model = _load_model(args)
+    config = _server_config(args)
+
+    async def demo(server):
+        await loop_demo_calls(f"ws://{config.host}:{config.port}/call", config.token, rounds=args.rounds)
+
+    try:
+        return asyncio.run(run(config, model, args.redis_url or os.environ.get("REDIS_URL"),
+                               args.data_dir or DEFAULT_DATA_DIR / "demo", demo))
+    except RuntimeError as e:
+        _err(str(e))
+        return 1
+
+
+def cmd_call(args) -> int:
+    import asyncio
+
+    from triage import client
+
+    def show(ev: dict) -> None:
+        if args.json:
+            print(json.dumps(ev, ensure_ascii=False), flush=True)
+            return
+        kind = ev.get("type")
+        if kind == "detection":
+            print(f"  [{ev['time']:6.1f} s] heard « {ev['keyword']} » → {ev['service']} "
+                  f"(confidence {ev['confidence']:.2f})", flush=True)
+        elif kind == "route":
+            print(f"  ROUTE → {' + '.join(str(s) for s in ev['services'])}", flush=True)
+        elif kind == "ready":
+            print(f"call {ev['call_id']} connected" + (" (resumed)" if ev.get("resumed") else ""), flush=True)
+        elif kind == "summary":
+            print(f"call ended after {ev['duration']:.1f} s: services {ev['services'] or 'none'}", flush=True)
+        elif kind in ("reconnecting", "warning", "store_recovered", "error"):
+            _err(f"{kind}: {ev.get('reason') or ev.get('message')}")
+
+    try:
+        if args.mic:
+            asyncio.run(client.stream_microphone(args.url, args.token, show))
+            return 0
+        if args.say:
+            samples, rate = client.synthesize(args.say)
+        elif args.file:
+            samples, rate = client.load_audio(args.file)
+        else:
+            _err("give a FILE, --say TEXT or --mic")
+            return 2
+        data, width = client.prepare(samples, rate, args.encoding, args.rate)
+
+        async def many():
+            return await asyncio.gather(*(client.stream_call(
+                args.url, data, width, args.rate, args.encoding, speed=args.speed, token=args.token,
+                metadata={"source": args.file or "say", **({"caller": f"sim-{i}"} if args.calls > 1 else {})},
+                on_event=show) for i in range(args.calls)))
+        asyncio.run(many())
+        return 0
+    except client.CallFailed as e:
+        _err(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_dispatch(args) -> int:
+    import asyncio
+    import os
+
+    from triage.dispatch import console
+
+    url = args.redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        _err("dispatch needs the service's Redis: --redis-url URL or REDIS_URL (triage serve prints it)")
         return 2
-    _err("live service not implemented yet (issue #5): routing the bundled demo calls offline instead")
-    for f in calls:
-        r = replay_samples(model, read_wav_16k(f), f.name)
-        route = " + ".join(f"{s} {SERVICE_BY_NUMBER[s].name}" for s in r.decision.services) or "no route"
-        heard = ", ".join(f"« {d.keyword} » at {d.time:.1f} s" for d in r.detections) or "no keyword"
-        print(f"{f.name}: {route}  ({heard})", flush=True)
-    return 0
+    return asyncio.run(console(url, args.service, args.name))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,13 +222,50 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(p)
     p.set_defaults(run=cmd_replay)
 
-    p = sub.add_parser("demo", help="route the bundled demo calls", description="Route the bundled demo calls.")
-    model_arg(p)
+    def server_args(p):
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8765)
+        p.add_argument("--redis-url", help="Redis to route into (default: REDIS_URL, else an embedded server)")
+        p.add_argument("--token", help="required from callers and dashboards (default: TRIAGE_TOKEN)")
+        p.add_argument("--data-dir", type=Path, help="embedded Redis data directory")
+        model_arg(p)
+
+    p = sub.add_parser("serve", help="run the live service: /call ingest, Redis routing, dashboard",
+                       description="Run the live service: websocket /call (audio in), /feed (events out), "
+                                   "GET / (dashboard), /healthz, /metrics.")
+    server_args(p)
+    p.add_argument("--max-calls", type=int, default=500, help="live calls before new ones get HTTP 503")
+    p.set_defaults(run=cmd_serve)
+
+    p = sub.add_parser("demo", help="serve and loop the bundled demo calls; open the printed dashboard URL",
+                       description="Start the service with an embedded Redis and send the bundled demo calls "
+                                   "to it in a loop, so that the dashboard shows calls arriving and being routed.")
+    server_args(p)
+    p.add_argument("--rounds", type=int, default=0, help="times to play the demo calls (0: until Ctrl-C)")
     p.set_defaults(run=cmd_demo)
 
-    for name, (help_text, issue) in PLANNED.items():
-        p = sub.add_parser(name, help=f"{help_text} [not implemented yet]", description=help_text)
-        p.set_defaults(run=_not_yet(name, issue))
+    p = sub.add_parser("call", help="stream a WAV file, a sentence (--say) or the microphone (--mic) as a call",
+                       description="Simulated caller: streams audio in real time over /call and prints "
+                                   "detections and routes as they arrive.")
+    p.add_argument("file", nargs="?", metavar="FILE")
+    p.add_argument("--say", metavar="TEXT", help="synthesize this French sentence and stream it")
+    p.add_argument("--mic", action="store_true", help="stream the default microphone")
+    p.add_argument("--url", default="ws://127.0.0.1:8765/call")
+    p.add_argument("--speed", type=float, default=1.0, help="send N times faster than real time")
+    p.add_argument("--encoding", default="mulaw", choices=["mulaw", "alaw", "pcm_s16le", "f32le"],
+                   help="line encoding (default: mulaw, like a phone line)")
+    p.add_argument("--rate", type=int, default=8000, help="line sample rate (default 8000)")
+    p.add_argument("--calls", type=int, default=1, help="run N such calls at once")
+    p.add_argument("--token")
+    p.add_argument("--json", action="store_true", help="print every server event as a JSON line")
+    p.set_defaults(run=cmd_call)
+
+    p = sub.add_parser("dispatch", help="terminal dispatcher console for one service's queue",
+                       description="Take the next call of a service's queue, then acknowledge or re-route it.")
+    p.add_argument("--service", type=int, required=True, choices=[15, 17, 18])
+    p.add_argument("--name", default=None, help="dispatcher name (default: your login)")
+    p.add_argument("--redis-url")
+    p.set_defaults(run=cmd_dispatch)
     return parser
 
 

@@ -26,7 +26,9 @@ class FeatureParams:
     fmin: float = 20.0
     # Phone lines carry nothing above 3.4 kHz: ignoring it makes wideband and phone audio look alike.
     fmax: float = 4000.0
-    window_samples: int = 16_000  # the model's input: 1 s
+    # The model's input: 96 frames (0.98 s). 96 rather than the 97 frames of a full second because
+    # onnxruntime's Resize computes floor(97 * float32(32/97)) = 31 rows, breaking the seed CNN.
+    window_samples: int = 15_712
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureParams:

@@ -45,6 +45,7 @@ class KeywordSpotter:
         self._ring_pos = 0
         self._placed = 0  # frames written to the ring so far
         self._due: list[tuple[int, np.ndarray]] = []  # (frames seen when due, window) awaiting a score
+        self._taken: list[tuple[int, np.ndarray]] = []  # handed to a scorer, awaiting `accept`
         self._recent = deque(maxlen=model.streaming.smoothing)
         self._keyword_index = [(i, c) for i, c in enumerate(model.classes) if c in KEYWORD_SERVICE]
         self.thresholds = dict(model.thresholds if thresholds is None else thresholds)
@@ -77,13 +78,22 @@ class KeywordSpotter:
     def due_windows(self) -> list[np.ndarray]:
         return [w for _, w in self._due]
 
+    def take_due(self) -> list[np.ndarray]:
+        """Hand the due windows over for scoring; `accept` then takes their posteriors, in order.
+
+        Audio pushed between the two is kept for the next round, so scoring may run in a worker
+        thread while the call goes on receiving audio.
+        """
+        self._taken, self._due = self._due, []
+        return [w for _, w in self._taken]
+
     def accept(self, posteriors: np.ndarray) -> list[Detection]:
-        """Posteriors for `due_windows`, in order → the detections they trigger."""
-        if len(posteriors) != len(self._due):
-            raise ValueError(f"expected {len(self._due)} posterior rows, got {len(posteriors)}")
+        """Posteriors for the windows of the last `take_due`, in order → the detections they trigger."""
+        if len(posteriors) != len(self._taken):
+            raise ValueError(f"expected {len(self._taken)} posterior rows, got {len(posteriors)}")
         p = self._params
         out = []
-        for (seen, _), post in zip(self._due, posteriors, strict=True):
+        for (seen, _), post in zip(self._taken, posteriors, strict=True):
             self._recent.append(post)
             smooth = np.mean(self._recent, axis=0)
             self.last_posteriors = smooth
@@ -100,7 +110,7 @@ class KeywordSpotter:
                     self._armed[kw] = False
                     self._last_fired[kw] = t
                     out.append(Detection(kw, KEYWORD_SERVICE[kw], t, score))
-        self._due.clear()
+        self._taken = []
         return out
 
     def feed(self, samples: np.ndarray) -> list[Detection]:
@@ -109,15 +119,25 @@ class KeywordSpotter:
         return score_batch(self.model, [self])[0]
 
 
-def score_batch(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> list[list[Detection]]:
-    """Score every due window of every spotter with a single model call."""
-    windows = [w for s in spotters for w in s.due_windows]
-    if not windows:
-        return [[] for _ in spotters]
-    posteriors = model.predict(np.stack(windows))
+def take_batch(spotters: Sequence[KeywordSpotter]) -> tuple[list[int], np.ndarray | None]:
+    """Take every spotter's due windows as one batch: (windows per spotter, stacked windows or None)."""
+    taken = [s.take_due() for s in spotters]
+    counts = [len(t) for t in taken]
+    windows = [w for t in taken for w in t]
+    return counts, (np.stack(windows) if windows else None)
+
+
+def accept_batch(spotters: Sequence[KeywordSpotter], counts: list[int],
+                 posteriors: np.ndarray) -> list[list[Detection]]:
     out, i = [], 0
-    for s in spotters:
-        n = len(s.due_windows)
+    for s, n in zip(spotters, counts, strict=True):
         out.append(s.accept(posteriors[i: i + n]))
         i += n
     return out
+
+
+def score_batch(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> list[list[Detection]]:
+    """Score every due window of every spotter with a single model call."""
+    counts, windows = take_batch(spotters)
+    posteriors = model.predict(windows) if windows is not None else np.zeros((0, len(model.classes)), np.float32)
+    return accept_batch(spotters, counts, posteriors)

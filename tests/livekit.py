@@ -1,0 +1,106 @@
+"""Helpers for live-service tests: a real embedded Redis, a real server on a free port, real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+
+from triage.audio import encode
+from triage.embedded_redis import free_port
+
+FRAME = 160  # 20 ms at 8 kHz
+
+
+def mulaw_frames(samples_8k) -> list[bytes]:
+    data = encode(samples_8k, "mulaw")
+    return [data[i: i + FRAME] for i in range(0, len(data), FRAME)]
+
+
+async def start_call(url: str, call_id: str | None = "c1", rate: int = 8000, encoding: str = "mulaw", **extra):
+    ws = await connect(url, **extra)
+    msg = {"type": "start", "sample_rate": rate, "encoding": encoding, "metadata": {"caller": "test"}}
+    if call_id:
+        msg["call_id"] = call_id
+    await ws.send(json.dumps(msg))
+    ready = json.loads(await ws.recv())
+    return ws, ready
+
+
+async def send_audio(ws, frames, pace: float = 0.0) -> None:
+    for f in frames:
+        await ws.send(f)
+        if pace:
+            await asyncio.sleep(pace)
+
+
+async def collect(ws, until: str, timeout: float = 15.0) -> list[dict]:
+    events = []
+    async with asyncio.timeout(timeout):
+        async for raw in ws:
+            ev = json.loads(raw)
+            events.append(ev)
+            if ev.get("type") == until:
+                break
+    return events
+
+
+def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class ServerProcess:
+    """`triage serve` as a real subprocess, for crash (SIGKILL) and restart tests."""
+
+    def __init__(self, model: Path, redis_url: str, port: int | None = None, *extra: str):
+        self.model, self.redis_url = model, redis_url
+        self.port = port or free_port()
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "triage.cli", "serve", "--port", str(self.port), "--redis-url", self.redis_url,
+             "--model", str(self.model), *self.extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()}")
+            try:
+                if http_get(f"http://127.0.0.1:{self.port}/healthz")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not become healthy")
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> str:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        return self.proc.stderr.read().decode() if self.proc else ""
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"

@@ -1,0 +1,128 @@
+"""The websocket messages of `/call` and `/feed`: parse and validate, or raise ProtocolError.
+
+Pure: strings and bytes in, typed messages out. See docs/protocol.md for the exchange with examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+
+from triage.audio import ENCODINGS
+
+SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
+CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+MAX_METADATA_FIELDS = 20
+MAX_METADATA_VALUE = 200
+
+# Close codes (RFC 6455 §7.4 and the private 4000–4999 range).
+CLOSE_NORMAL = 1000
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_SERVER_ERROR = 1011
+CLOSE_TRY_AGAIN = 1013
+CLOSE_IDLE = 4000
+
+
+class ProtocolError(ValueError):
+    """A message the server cannot accept. `code` is machine-readable, `detail` says what was expected."""
+
+    def __init__(self, code: str, detail: str, close_code: int = CLOSE_PROTOCOL_ERROR):
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+        self.close_code = close_code
+
+    def to_event(self) -> dict:
+        return {"type": "error", "code": self.code, "message": self.detail}
+
+
+@dataclass(frozen=True)
+class Start:
+    call_id: str
+    sample_rate: int
+    encoding: str
+    metadata: dict = field(default_factory=dict)
+    id_given: bool = True
+
+
+@dataclass(frozen=True)
+class Stop:
+    pass
+
+
+def _load(text: str) -> dict:
+    try:
+        msg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise ProtocolError("bad_json", f"text frames must be JSON objects ({e})", CLOSE_UNSUPPORTED_DATA) from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_message", f"expected a JSON object, got {type(msg).__name__}")
+    return msg
+
+
+def _metadata(value) -> dict:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError("bad_field", "metadata must be an object of short strings or numbers")
+    if len(value) > MAX_METADATA_FIELDS:
+        raise ProtocolError("bad_field", f"metadata has {len(value)} fields, at most {MAX_METADATA_FIELDS}")
+    out = {}
+    for k, v in value.items():
+        if not isinstance(v, str | int | float) or isinstance(v, bool) or len(str(k)) > 64:
+            raise ProtocolError("bad_field", f"metadata field {str(k)[:64]!r} must be a string or a number")
+        if len(str(v)) > MAX_METADATA_VALUE:
+            raise ProtocolError("bad_field", f"metadata field {k!r} is longer than {MAX_METADATA_VALUE} characters")
+        out[str(k)] = v
+    return out
+
+
+def parse_client_text(text: str) -> Start | Stop:
+    """A text frame from a caller: `start` or `stop`."""
+    msg = _load(text)
+    kind = msg.get("type")
+    if kind == "stop":
+        return Stop()
+    if kind != "start":
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected 'start' or 'stop'")
+    call_id = msg.get("call_id")
+    given = call_id is not None
+    if call_id is None:
+        call_id = uuid.uuid4().hex
+    if not isinstance(call_id, str) or not CALL_ID.match(call_id):
+        raise ProtocolError("bad_field", "call_id must be 1-64 characters: letters, digits, _ . : - "
+                                         f"(got {str(call_id)[:80]!r})")
+    rate = msg.get("sample_rate")
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate not in SAMPLE_RATES:
+        raise ProtocolError("bad_sample_rate", f"sample_rate must be one of {', '.join(map(str, SAMPLE_RATES))} "
+                                               f"(got {rate!r})")
+    encoding = msg.get("encoding")
+    if encoding not in ENCODINGS:
+        raise ProtocolError("bad_encoding", f"encoding must be one of {', '.join(ENCODINGS)} (got {encoding!r})")
+    unknown = set(msg) - {"type", "call_id", "sample_rate", "encoding", "metadata"}
+    if unknown:
+        raise ProtocolError("bad_field", f"unknown fields {sorted(unknown)} in start")
+    return Start(call_id, rate, encoding, _metadata(msg.get("metadata")), given)
+
+
+def bytes_per_sample(encoding: str) -> int:
+    return {"pcm_s16le": 2, "f32le": 4, "mulaw": 1, "alaw": 1}[encoding]
+
+
+def check_audio_frame(data: bytes, start: Start | None) -> None:
+    """A binary frame: it needs a `start` first and whole samples."""
+    if start is None:
+        raise ProtocolError("audio_before_start", "send a JSON 'start' message before any audio")
+    n = bytes_per_sample(start.encoding)
+    if len(data) % n:
+        raise ProtocolError("bad_audio", f"{start.encoding} frames need a multiple of {n} bytes, got {len(data)}",
+                            CLOSE_UNSUPPORTED_DATA)
+
+
+def event(kind: str, call_id: str, **fields) -> str:
+    return json.dumps({"type": kind, "call_id": call_id, **fields}, ensure_ascii=False)

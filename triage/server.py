@@ -1,0 +1,575 @@
+"""The live service: asyncio websockets server around the pure core.
+
+  ws  /call     a caller's audio in; detection / route / summary / error events out
+  ws  /feed     every event out to dashboards; dispatcher actions in (claim, ack, reroute, wrong)
+  GET /         the dispatcher dashboard (static files in triage/dashboard)
+  GET /healthz  200 when Redis and the model are ready
+  GET /metrics  Prometheus text
+
+Every live call's due windows are scored together in one batched model call, in a worker thread,
+so the event loop keeps receiving audio while the model runs. Redis writes go through an outbox:
+if Redis is lost, calls go on being scored and their routes wait in memory until it is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import json
+import logging
+import mimetypes
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+from redis.exceptions import RedisError
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from triage import protocol
+from triage.audio import AudioError, StreamResampler, decode
+from triage.model import KeywordModel
+from triage.protocol import ProtocolError, Start, Stop
+from triage.router import CallRouter, RouteDecision
+from triage.spotter import Detection, KeywordSpotter, accept_batch, take_batch
+from triage.store import RouteStore, StoreError
+
+log = logging.getLogger("triage.server")
+DASHBOARD = Path(__file__).parent / "dashboard"
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    max_message_bytes: int = 1 << 20
+    max_calls: int = 500
+    idle_timeout_s: float = 30.0
+    resume_grace_s: float = 60.0
+    score_interval_s: float = 0.05
+    outbox_limit: int = 10_000
+    allowed_origins: tuple[str, ...] = ()  # beside the server's own host
+
+
+@dataclass
+class CallSession:
+    start: Start
+    spotter: KeywordSpotter
+    router: CallRouter
+    resampler: StreamResampler
+    ws: ServerConnection | None = None
+    samples_in: int = 0  # at the caller's rate
+    chunks: int = 0
+    detections: list[Detection] = field(default_factory=list)
+    stored_services: set[int] = field(default_factory=set)
+    disconnected_at: float | None = None
+    level_db: float = -100.0
+    ended: bool = False
+
+    @property
+    def call_id(self) -> str:
+        return self.start.call_id
+
+    @property
+    def duration(self) -> float:
+        return self.samples_in / self.start.sample_rate
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.counters: dict[str, float] = {}
+        self.score_seconds: deque[float] = deque(maxlen=500)
+        self.batch_sizes: deque[int] = deque(maxlen=500)
+
+    def inc(self, name: str, by: float = 1.0, **labels) -> None:
+        key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
+        self.counters[key] = self.counters.get(key, 0.0) + by
+
+
+class Outbox:
+    """Redis writes in order; kept and retried while Redis is unreachable. Bounded: when nearly full the
+    server refuses new calls rather than lose a route."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.items: deque = deque()
+        self.wakeup = asyncio.Event()
+
+    def put(self, factory) -> asyncio.Future:
+        """Queue a write; the future resolves once it is in Redis."""
+        done = asyncio.get_running_loop().create_future()
+        self.items.append((factory, done))
+        self.wakeup.set()
+        return done
+
+    @property
+    def nearly_full(self) -> bool:
+        return len(self.items) >= self.limit * 0.8
+
+
+class TriageServer:
+    def __init__(self, model: KeywordModel, store: RouteStore, config: ServerConfig | None = None):
+        self.model = model
+        self.store = store
+        self.config = config or ServerConfig()
+        self.sessions: dict[str, CallSession] = {}
+        self.feeds: dict[ServerConnection, asyncio.Queue] = {}
+        self.metrics = Metrics()
+        self.outbox = Outbox(self.config.outbox_limit)
+        self.redis_up = False
+        self._tasks: list[asyncio.Task] = []
+        self._server = None
+        self._scoring = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            await self.store.ping()
+            await self.store.ensure_groups()
+        except (RedisError, OSError) as e:
+            raise RuntimeError(f"Redis at {self.store.url} is not reachable: {e}") from None
+        self.redis_up = True
+        self._server = await serve(self._handler, self.config.host, self.config.port,
+                                   process_request=self._process_request, max_size=self.config.max_message_bytes,
+                                   ping_interval=20, ping_timeout=20, close_timeout=5)
+        self.config.port = self._server.sockets[0].getsockname()[1]
+        for coro in (self._scoring_loop(), self._outbox_loop(), self._reaper_loop()):
+            self._tasks.append(asyncio.create_task(coro))
+
+    async def stop(self) -> None:
+        """Graceful: end live calls with a summary, flush the outbox, close the sockets."""
+        for s in list(self.sessions.values()):
+            await self._end_call(s, "server_shutdown")
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drain_outbox(), 5)
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    # -- HTTP side ---------------------------------------------------------------------------------
+    def _authorised(self, request) -> bool:
+        if not self.config.token:
+            return True
+        header = request.headers.get("Authorization", "")
+        given = header[7:] if header.startswith("Bearer ") else None
+        given = given or parse_qs(urlsplit(request.path).query).get("token", [None])[0]
+        return given is not None and hmac.compare_digest(given, self.config.token)
+
+    def _origin_ok(self, request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser
+        host = request.headers.get("Host", "")
+        allowed = {f"http://{host}", f"https://{host}", *self.config.allowed_origins}
+        return origin in allowed
+
+    async def _process_request(self, connection: ServerConnection, request):
+        path = urlsplit(request.path).path
+        if path == "/healthz":
+            ok = self.redis_up
+            return connection.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
+                                      json.dumps({"redis": self.redis_up, "model": str(self.model.path),
+                                                  "live_calls": len(self.sessions)}) + "\n")
+        if path == "/metrics":
+            return _set_header(connection.respond(HTTPStatus.OK, await self._metrics_text()),
+                               "Content-Type", "text/plain; version=0.0.4")
+        if path in ("/call", "/feed"):
+            if not self._authorised(request):
+                self.metrics.inc("triage_rejected_total", reason="auth")
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+            if path == "/feed" and not self._origin_ok(request):
+                self.metrics.inc("triage_rejected_total", reason="origin")
+                return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            if path == "/call" and (len(self.sessions) >= self.config.max_calls or self.outbox.nearly_full):
+                self.metrics.inc("triage_rejected_total", reason="capacity")
+                return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many live calls, try again\n")
+            return None
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return connection.respond(HTTPStatus.NOT_FOUND, f"no websocket at {path}; use /call or /feed\n")
+        return self._static(connection, path)
+
+    def _static(self, connection, path: str):
+        name = "index.html" if path in ("/", "") else path.lstrip("/")
+        file = (DASHBOARD / name).resolve()
+        if DASHBOARD.resolve() not in file.parents or not file.is_file():
+            return connection.respond(HTTPStatus.NOT_FOUND, f"not found: {path}\n")
+        body = file.read_bytes()
+        resp = _set_header(connection.respond(HTTPStatus.OK, ""), "Content-Type",
+                           mimetypes.guess_type(file.name)[0] or "application/octet-stream")
+        _set_header(resp, "Content-Length", str(len(body)))
+        _set_header(resp, "Cache-Control", "no-cache")
+        return dataclasses.replace(resp, body=body)
+
+    async def _metrics_text(self) -> str:
+        lines = [
+            "# TYPE triage_live_calls gauge", f"triage_live_calls {len(self.sessions)}",
+            "# TYPE triage_feed_clients gauge", f"triage_feed_clients {len(self.feeds)}",
+            "# TYPE triage_redis_up gauge", f"triage_redis_up {int(self.redis_up)}",
+            "# TYPE triage_outbox_pending gauge", f"triage_outbox_pending {len(self.outbox.items)}",
+        ]
+        if self.metrics.score_seconds:
+            s = np.array(self.metrics.score_seconds)
+            lines += ["# TYPE triage_scoring_seconds summary"] + [
+                f'triage_scoring_seconds{{quantile="{q}"}} {np.quantile(s, q):.6f}' for q in (0.5, 0.95, 0.99)]
+            lines.append(f"triage_scoring_batch_windows_mean {np.mean(self.metrics.batch_sizes):.2f}")
+        for key, v in sorted(self.metrics.counters.items()):
+            lines.append(f"{key} {v:g}")
+        if self.redis_up:
+            try:
+                depths = await asyncio.wait_for(self.store.depths(), 1.0)
+                lines.append("# TYPE triage_queue_entries gauge")
+                lines += [f'triage_queue_entries{{service="{s}"}} {n}' for s, n in depths.items()]
+            except (TimeoutError, RedisError, OSError):
+                pass
+        return "\n".join(lines) + "\n"
+
+    # -- websockets --------------------------------------------------------------------------------
+    async def _handler(self, ws: ServerConnection) -> None:
+        path = urlsplit(ws.request.path).path
+        if path == "/call":
+            await self._handle_call(ws)
+        else:
+            await self._handle_feed(ws)
+
+    async def _fail(self, ws: ServerConnection, err: ProtocolError, call_id: str | None = None) -> None:
+        self.metrics.inc("triage_errors_total", code=err.code)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps({**err.to_event(), "call_id": call_id}))
+            await ws.close(err.close_code, err.code)
+
+    async def _handle_call(self, ws: ServerConnection) -> None:
+        session: CallSession | None = None
+        try:
+            first = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
+            if isinstance(first, bytes):
+                raise ProtocolError("audio_before_start", "send a JSON 'start' message before any audio")
+            msg = protocol.parse_client_text(first)
+            if isinstance(msg, Stop):
+                raise ProtocolError("stop_before_start", "nothing to stop: send 'start' first")
+            session, resumed = await self._open(msg, ws)
+            await ws.send(protocol.event("ready", session.call_id, resumed=resumed,
+                                         samples_received=session.samples_in, sample_rate=msg.sample_rate,
+                                         services=list(session.router.decision.services)))
+            while True:
+                try:
+                    data = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
+                except TimeoutError:
+                    raise ProtocolError("idle_timeout", f"no audio for {self.config.idle_timeout_s:g} s",
+                                        protocol.CLOSE_IDLE) from None
+                if isinstance(data, bytes):
+                    self._audio(session, data)
+                    continue
+                if isinstance(protocol.parse_client_text(data), Start):
+                    raise ProtocolError("already_started", "this connection's call has started already")
+                await self._end_call(session, "completed")
+                return
+        except ProtocolError as e:
+            await self._fail(ws, e, session.call_id if session else None)
+            if session is not None and e.code != "call_in_progress":
+                await self._end_call(session, f"error:{e.code}", notify=False)
+        except ConnectionClosed:
+            if session is not None and session.ws is ws:
+                session.ws = None
+                session.disconnected_at = time.monotonic()
+                self.metrics.inc("triage_disconnects_total")
+                self._broadcast({"type": "call_disconnected", "call_id": session.call_id})
+        except TimeoutError:
+            await self._fail(ws, ProtocolError("idle_timeout", "no start message", protocol.CLOSE_IDLE))
+
+    async def _open(self, msg: Start, ws: ServerConnection) -> tuple[CallSession, bool]:
+        existing = self.sessions.get(msg.call_id)
+        if existing is not None:
+            if existing.ws is not None:
+                raise ProtocolError("call_in_progress", f"call {msg.call_id} is connected already",
+                                    protocol.CLOSE_POLICY)
+            if (existing.start.sample_rate, existing.start.encoding) != (msg.sample_rate, msg.encoding):
+                raise ProtocolError("resume_mismatch", "a resumed call must keep its sample_rate and encoding "
+                                    f"({existing.start.sample_rate}, {existing.start.encoding})")
+            existing.ws, existing.disconnected_at = ws, None
+            self.metrics.inc("triage_resumes_total")
+            self._broadcast({"type": "call_resumed", "call_id": msg.call_id})
+            return existing, True
+        session = CallSession(msg, KeywordSpotter(self.model), CallRouter(), StreamResampler(msg.sample_rate), ws)
+        # A call this service routed before a restart keeps its routes: none is added twice.
+        if msg.id_given and self.redis_up:
+            with contextlib.suppress(RedisError, OSError):
+                session.stored_services = set(await self.store.routed_services(msg.call_id))
+        self.sessions[msg.call_id] = session
+        self.metrics.inc("triage_calls_total")
+        started = {"state": "live", "started_at": f"{time.time():.3f}", "sample_rate": msg.sample_rate,
+                   "encoding": msg.encoding, "metadata": msg.metadata}
+        self._persist(lambda: self.store.save_call(msg.call_id, started))
+        self._broadcast({"type": "call_started", "call_id": msg.call_id, "metadata": msg.metadata})
+        return session, False
+
+    def _audio(self, s: CallSession, data: bytes) -> None:
+        protocol.check_audio_frame(data, s.start)
+        try:
+            samples = decode(data, s.start.encoding)
+        except AudioError as e:
+            raise ProtocolError("bad_audio", str(e), protocol.CLOSE_UNSUPPORTED_DATA) from None
+        s.samples_in += len(samples)
+        s.chunks += 1
+        self.metrics.inc("triage_chunks_total")
+        self.metrics.inc("triage_audio_seconds_total", len(samples) / s.start.sample_rate)
+        if len(samples):
+            s.level_db = float(20 * np.log10(np.sqrt(np.mean(np.square(samples, dtype=np.float64))) + 1e-5))
+        s.spotter.push(s.resampler.feed(samples))
+
+    async def _end_call(self, s: CallSession, reason: str, notify: bool = True) -> None:
+        if s.ended:
+            return
+        s.ended = True
+        s.spotter.push(s.resampler.flush())
+        await self._score_once()
+        self.sessions.pop(s.call_id, None)
+        summary = {"duration": round(s.duration, 3), "reason": reason,
+                   "detections": [d.to_dict() for d in s.detections], **s.router.decision.to_dict()}
+        self._persist(lambda: self.store.save_call(s.call_id, {"state": "ended", "ended_reason": reason,
+                                                             "duration": f"{s.duration:.3f}"}))
+        self._broadcast({"type": "call_ended", "call_id": s.call_id, "reason": reason,
+                         "services": list(s.router.decision.services)})
+        if notify and s.ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await s.ws.send(protocol.event("summary", s.call_id, **summary))
+                await s.ws.close(protocol.CLOSE_NORMAL, "call ended")
+
+    # -- scoring -----------------------------------------------------------------------------------
+    async def _scoring_loop(self) -> None:
+        level_every, last_level = 0.25, 0.0
+        while True:
+            await asyncio.sleep(self.config.score_interval_s)
+            try:
+                await self._score_once()
+            except Exception:  # never let one bad batch stop scoring for every call
+                log.exception("scoring failed")
+                self.metrics.inc("triage_errors_total", code="scoring")
+            now = time.monotonic()
+            if now - last_level >= level_every and self.feeds:
+                last_level = now
+                self._broadcast({"type": "levels", "calls": {
+                    s.call_id: {"level_db": round(s.level_db, 1), "duration": round(s.duration, 2)}
+                    for s in self.sessions.values()}})
+
+    async def _score_once(self) -> None:
+        async with self._scoring:
+            due = [s for s in self.sessions.values() if s.spotter.due_windows]
+            if not due:
+                return
+            spotters = [s.spotter for s in due]
+            counts, windows = take_batch(spotters)
+            t = time.perf_counter()
+            # The model runs in a worker thread; audio keeps arriving meanwhile (kept for the next batch).
+            posteriors = await asyncio.to_thread(self.model.predict, windows)
+            self.metrics.score_seconds.append(time.perf_counter() - t)
+            self.metrics.batch_sizes.append(len(windows))
+            self.metrics.inc("triage_windows_scored_total", len(windows))
+            results = accept_batch(spotters, counts, posteriors)
+            for s, dets in zip(due, results, strict=True):
+                if dets:
+                    await self._on_detections(s, dets)
+
+    async def _on_detections(self, s: CallSession, dets: list[Detection]) -> None:
+        s.detections += dets
+        for d in dets:
+            self.metrics.inc("triage_detections_total", keyword=d.keyword)
+            ev = {"type": "detection", "call_id": s.call_id, **d.to_dict()}
+            await self._to_caller(s, ev)
+            self._broadcast(ev)
+            self._persist(lambda ev=ev: self.store.publish(ev))
+        decision = s.router.update(dets)
+        if decision is not None:
+            await self._on_route(s, decision)
+
+    async def _on_route(self, s: CallSession, decision: RouteDecision) -> None:
+        self.metrics.inc("triage_route_changes_total")
+        ev = {"type": "route", "call_id": s.call_id, "metadata": s.start.metadata, **decision.to_dict()}
+        writes = []
+        for service in decision.services:
+            if service in s.stored_services:
+                continue
+            s.stored_services.add(service)
+            evidence = [{"keyword": e.keyword, "time": round(e.time, 3), "confidence": round(e.confidence, 4)}
+                        for e in decision.evidence[service]]
+            writes.append(self._persist(self._route_writer(s, service, decision.keywords[service], evidence,
+                                                           decision.first_time(service))))
+        self._persist(lambda: self.store.save_call(s.call_id, {
+            "services": list(decision.services), "route_keywords": json.dumps(decision.keywords)}))
+        self._persist(lambda: self.store.publish(ev))
+        # The caller hears of a route once it is in Redis; if Redis is down it hears "stored": false now
+        # and "route_stored" when the outbox gets it there.
+        stored = not writes
+        if writes and self.redis_up:
+            done, _ = await asyncio.wait(writes, timeout=1.0)
+            stored = len(done) == len(writes)
+        await self._to_caller(s, {**ev, "stored": stored})
+        self._broadcast(ev)
+        if not stored:
+            asyncio.ensure_future(self._announce_stored(s, writes, list(decision.services)))
+
+    async def _announce_stored(self, s: CallSession, writes: list[asyncio.Future], services: list[int]) -> None:
+        await asyncio.gather(*writes)
+        await self._to_caller(s, {"type": "route_stored", "call_id": s.call_id, "services": services})
+
+    def _route_writer(self, s: CallSession, service: int, keywords: list[str], evidence: list[dict], at: float):
+        return lambda: self.store.route(s.call_id, service, keywords, evidence, at, s.start.metadata)
+
+    # -- output --------------------------------------------------------------------------------------
+    async def _to_caller(self, s: CallSession, ev: dict) -> None:
+        if s.ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await s.ws.send(json.dumps(ev, ensure_ascii=False))
+
+    def _broadcast(self, ev: dict) -> None:
+        if not self.feeds:
+            return
+        text = json.dumps(ev, ensure_ascii=False)
+        for ws, q in list(self.feeds.items()):
+            try:
+                q.put_nowait(text)
+            except asyncio.QueueFull:  # a dashboard this far behind is stuck: it reconnects and resyncs
+                self.feeds.pop(ws, None)
+                asyncio.ensure_future(ws.close(protocol.CLOSE_TRY_AGAIN, "too slow, reconnect"))
+
+    def _persist(self, factory) -> asyncio.Future:
+        return self.outbox.put(factory)
+
+    async def _outbox_loop(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self.outbox.items:
+                self.outbox.wakeup.clear()
+                await self.outbox.wakeup.wait()
+            factory, done = self.outbox.items[0]
+            try:
+                await factory()
+            except (RedisError, OSError) as e:
+                if self.redis_up:
+                    self.redis_up = False
+                    log.warning("Redis unreachable (%s): routes are kept until it returns", e)
+                    self.metrics.inc("triage_redis_failures_total")
+                    await self._tell_all({"type": "warning", "code": "store_unavailable",
+                                          "message": "routing store unreachable; routes are kept and retried"})
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            self.outbox.items.popleft()
+            if not done.done():
+                done.set_result(True)
+            backoff = 0.1
+            if not self.redis_up:
+                self.redis_up = True
+                log.warning("Redis is back")
+                await self._tell_all({"type": "store_recovered", "message": "routing store reachable again"})
+
+    async def _drain_outbox(self) -> None:
+        while self.outbox.items and self.redis_up:
+            await asyncio.sleep(0.02)
+
+    async def _tell_all(self, ev: dict) -> None:
+        for s in list(self.sessions.values()):
+            await self._to_caller(s, {**ev, "call_id": s.call_id})
+        self._broadcast(ev)
+
+    async def _reaper_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            for s in list(self.sessions.values()):
+                if s.disconnected_at is not None and now - s.disconnected_at > self.config.resume_grace_s:
+                    await self._end_call(s, "dropped", notify=False)
+
+    # -- dashboards --------------------------------------------------------------------------------
+    async def _handle_feed(self, ws: ServerConnection) -> None:
+        # Events are queued from the moment the dashboard connects; the snapshot goes out first, then
+        # the queue, so nothing that happens while the snapshot is read is missed.
+        q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
+        self.feeds[ws] = q
+        writer = None
+        try:
+            await ws.send(json.dumps(await self._snapshot(), ensure_ascii=False))
+            writer = asyncio.create_task(_drain(ws, q))
+            async for raw in ws:
+                q.put_nowait(json.dumps(await self._dashboard_action(raw), ensure_ascii=False))
+        except (ConnectionClosed, asyncio.QueueFull):
+            pass
+        finally:
+            self.feeds.pop(ws, None)
+            if writer is not None:
+                writer.cancel()
+
+    async def _snapshot(self) -> dict:
+        queues: dict[str, list] = {}
+        if self.redis_up:
+            with contextlib.suppress(RedisError, OSError):
+                for service in (15, 17, 18):
+                    queues[str(service)] = [_card(e, call) for e, call in await self.store.waiting(service)]
+        live = {s.call_id: {"metadata": s.start.metadata, "duration": round(s.duration, 2),
+                            "detections": [d.to_dict() for d in s.detections],
+                            "services": list(s.router.decision.services)} for s in self.sessions.values()}
+        return {"type": "snapshot", "queues": queues, "live": live, "redis": self.redis_up}
+
+    async def _dashboard_action(self, raw) -> dict:
+        try:
+            msg = json.loads(raw)
+            action, call_id = msg["type"], str(msg["call_id"])
+            service, who = int(msg["service"]), str(msg.get("dispatcher") or "").strip()[:64]
+            if not who:
+                raise ValueError("dispatcher name is required")
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            return {"type": "action_result", "ok": False, "message": f"bad action: {e}"}
+        try:
+            if action == "claim":
+                await self.store.claim(call_id, service, who)
+            elif action == "ack":
+                await self.store.ack(call_id, service, who)
+            elif action == "reroute":
+                await self.store.reroute(call_id, service, int(msg["to_service"]), who)
+            elif action == "wrong":
+                await self.store.mark_wrong(call_id, str(msg["keyword"]), float(msg["time"]), who, service)
+            else:
+                return {"type": "action_result", "ok": False, "message": f"unknown action {action!r}"}
+        except StoreError as e:
+            return {"type": "action_result", "ok": False, "action": action, "call_id": call_id, "message": str(e)}
+        except (RedisError, OSError):
+            return {"type": "action_result", "ok": False, "action": action, "call_id": call_id,
+                    "message": "routing store unreachable: nothing was changed, try again"}
+        except (KeyError, ValueError) as e:
+            return {"type": "action_result", "ok": False, "message": f"bad action: {e}"}
+        self._broadcast({"type": "dispatch", "action": action, "call_id": call_id, "service": service,
+                         "dispatcher": who, "to_service": msg.get("to_service")})
+        return {"type": "action_result", "ok": True, "action": action, "call_id": call_id}
+
+
+def _card(e, call: dict) -> dict:
+    return {"call_id": e.call_id, "entry": e.id, "service": e.service, "keywords": e.keywords,
+            "evidence": json.loads(e.fields.get("evidence", "[]")),
+            "metadata": json.loads(e.fields.get("metadata", "{}") or "{}"),
+            "routed_at": float(e.fields.get("routed_at", 0)), "state": call.get(f"state:{e.service}"),
+            "claimed_by": call.get(f"claimed_by:{e.service}"), "call_state": call.get("state")}
+
+
+def _set_header(resp, name: str, value: str):
+    # websockets' Headers is a multi-dict: assignment would add a second header, not replace it.
+    if name in resp.headers:
+        del resp.headers[name]
+    resp.headers[name] = value
+    return resp
+
+
+async def _drain(ws: ServerConnection, q: asyncio.Queue) -> None:
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await ws.send(await q.get())

@@ -1,0 +1,242 @@
+"""RouteStore: routes in Redis Streams, one queue per service, and the dispatchers' actions on them.
+
+Keys
+  triage:queue:<15|17|18>   stream, one entry per (call, service): call_id, service, keywords, evidence, …
+  triage:call:<call_id>     hash: call state, metadata, route:<service> → queue entry id, claim/ack fields
+  triage:events             stream (capped): every event the dashboards see
+  triage:actions            stream: what dispatchers did, who, when, and what the model had said
+
+Every write that must happen once is a Lua script, so it is atomic and idempotent: a route is
+added once per (call, service) whatever the retries, reconnects or server restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from triage.keywords import SERVICE_BY_NUMBER
+
+SERVICES = tuple(SERVICE_BY_NUMBER)
+GROUP = "dispatchers"
+
+
+def queue_key(service: int) -> str:
+    return f"triage:queue:{service}"
+
+
+def call_key(call_id: str) -> str:
+    return f"triage:call:{call_id}"
+
+
+EVENTS = "triage:events"
+ACTIONS = "triage:actions"
+
+# KEYS: call hash, queue stream. ARGV: service, then the stream entry's field/value pairs.
+_ROUTE = """
+if redis.call('HEXISTS', KEYS[1], 'route:' .. ARGV[1]) == 1 then
+  return false
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('HSET', KEYS[1], 'route:' .. ARGV[1], id, 'state:' .. ARGV[1], 'waiting')
+return id
+"""
+
+# KEYS: call hash. ARGV: service, dispatcher, now. Returns 'ok', or the reason it was refused.
+_CLAIM = """
+if redis.call('HEXISTS', KEYS[1], 'route:' .. ARGV[1]) == 0 then return 'not_routed' end
+local state = redis.call('HGET', KEYS[1], 'state:' .. ARGV[1])
+if state ~= 'waiting' and state ~= 'claimed' then return 'already_' .. state end
+local owner = redis.call('HGET', KEYS[1], 'claimed_by:' .. ARGV[1])
+if owner and owner ~= ARGV[2] then return 'claimed_by:' .. owner end
+redis.call('HSET', KEYS[1], 'state:' .. ARGV[1], 'claimed', 'claimed_by:' .. ARGV[1], ARGV[2],
+           'claimed_at:' .. ARGV[1], ARGV[3])
+return 'ok'
+"""
+
+# KEYS: call hash, queue stream. ARGV: service, dispatcher, now, new state ('acked' | 'rerouted').
+_FINISH = """
+if redis.call('HEXISTS', KEYS[1], 'route:' .. ARGV[1]) == 0 then return 'not_routed' end
+local state = redis.call('HGET', KEYS[1], 'state:' .. ARGV[1])
+if state ~= 'claimed' then return 'not_claimed' end
+local owner = redis.call('HGET', KEYS[1], 'claimed_by:' .. ARGV[1])
+if owner ~= ARGV[2] then return 'claimed_by:' .. owner end
+redis.call('HSET', KEYS[1], 'state:' .. ARGV[1], ARGV[4], ARGV[4] .. '_by:' .. ARGV[1], ARGV[2],
+           ARGV[4] .. '_at:' .. ARGV[1], ARGV[3])
+redis.call('XACK', KEYS[2], 'dispatchers', redis.call('HGET', KEYS[1], 'route:' .. ARGV[1]))
+return 'ok'
+"""
+
+
+class StoreError(RuntimeError):
+    """A dispatcher action that cannot be done (the message says why), or Redis not reachable."""
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    id: str
+    call_id: str
+    service: int
+    keywords: list[str]
+    fields: dict
+
+    @classmethod
+    def from_stream(cls, service: int, entry_id, fields: dict) -> QueueEntry:
+        f = {_s(k): _s(v) for k, v in fields.items()}
+        return cls(_s(entry_id), f["call_id"], service, json.loads(f.get("keywords", "[]")), f)
+
+
+def _s(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+class RouteStore:
+    def __init__(self, url: str, events_maxlen: int = 10_000, claim_idle_ms: int = 60_000,
+                 socket_timeout: float = 2.0):
+        self.url = url
+        self.events_maxlen = events_maxlen
+        self.claim_idle_ms = claim_idle_ms
+        self.redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
+                                             socket_connect_timeout=socket_timeout, decode_responses=True)
+        self._route = self.redis.register_script(_ROUTE)
+        self._claim = self.redis.register_script(_CLAIM)
+        self._finish = self.redis.register_script(_FINISH)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    async def ensure_groups(self) -> None:
+        for s in SERVICES:
+            try:
+                await self.redis.xgroup_create(queue_key(s), GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    # -- the live path ------------------------------------------------------------------------------
+    async def save_call(self, call_id: str, fields: dict) -> None:
+        await self.redis.hset(call_key(call_id), mapping={k: _enc(v) for k, v in fields.items()})
+
+    async def route(self, call_id: str, service: int, keywords: list[str], evidence: list[dict],
+                    call_time: float, metadata: dict | None = None) -> str | None:
+        """Add the call to the service's queue once; returns the entry id, or None if it was already there."""
+        fields = {"call_id": call_id, "service": str(service), "keywords": json.dumps(keywords, ensure_ascii=False),
+                  "evidence": json.dumps(evidence, ensure_ascii=False), "call_time": f"{call_time:.3f}",
+                  "routed_at": f"{time.time():.3f}", "metadata": json.dumps(metadata or {}, ensure_ascii=False)}
+        args = [str(service)] + [x for kv in fields.items() for x in kv]
+        return await self._route(keys=[call_key(call_id), queue_key(service)], args=args)
+
+    async def routed_services(self, call_id: str) -> list[int]:
+        h = await self.redis.hgetall(call_key(call_id))
+        return sorted(int(k.split(":")[1]) for k in h if k.startswith("route:"))
+
+    async def publish(self, event: dict) -> str:
+        return await self.redis.xadd(EVENTS, {"event": json.dumps(event, ensure_ascii=False)},
+                                     maxlen=self.events_maxlen, approximate=True)
+
+    async def call(self, call_id: str) -> dict:
+        return await self.redis.hgetall(call_key(call_id))
+
+    async def depths(self) -> dict[int, int]:
+        pipe = self.redis.pipeline()
+        for s in SERVICES:
+            pipe.xlen(queue_key(s))
+        return dict(zip(SERVICES, await pipe.execute(), strict=True))
+
+    # -- dispatchers ----------------------------------------------------------------------------------
+    async def _log(self, action: str, dispatcher: str, call_id: str, service: int, **extra) -> None:
+        call = await self.call(call_id)
+        entry = {"action": action, "dispatcher": dispatcher, "call_id": call_id, "service": str(service),
+                 "at": f"{time.time():.3f}", "model_said": call.get("route_keywords", ""), **{
+                     k: _enc(v) for k, v in extra.items()}}
+        await self.redis.xadd(ACTIONS, entry)
+        await self.publish({"type": "action", **entry})
+
+    async def claim(self, call_id: str, service: int, dispatcher: str) -> None:
+        r = await self._claim(keys=[call_key(call_id)], args=[str(service), dispatcher, f"{time.time():.3f}"])
+        _check(r, call_id, service)
+        await self._log("claim", dispatcher, call_id, service)
+
+    async def ack(self, call_id: str, service: int, dispatcher: str) -> None:
+        r = await self._finish(keys=[call_key(call_id), queue_key(service)],
+                               args=[str(service), dispatcher, f"{time.time():.3f}", "acked"])
+        _check(r, call_id, service)
+        await self._log("ack", dispatcher, call_id, service)
+
+    async def reroute(self, call_id: str, service: int, to_service: int, dispatcher: str) -> str | None:
+        if to_service not in SERVICES or to_service == service:
+            raise StoreError(f"cannot re-route call {call_id} from {service} to {to_service}: expected another "
+                             f"of {', '.join(map(str, SERVICES))}")
+        call = await self.call(call_id)
+        r = await self._finish(keys=[call_key(call_id), queue_key(service)],
+                               args=[str(service), dispatcher, f"{time.time():.3f}", "rerouted"])
+        _check(r, call_id, service)
+        entry = await self.route(call_id, to_service, [], [{"rerouted_from": service, "by": dispatcher}], 0.0,
+                                 json.loads(call.get("metadata", "{}") or "{}"))
+        await self._log("reroute", dispatcher, call_id, service, to_service=to_service)
+        return entry
+
+    async def mark_wrong(self, call_id: str, keyword: str, at: float, dispatcher: str, service: int = 0) -> None:
+        if not await self.redis.exists(call_key(call_id)):
+            raise StoreError(f"unknown call {call_id!r}")
+        await self.redis.hset(call_key(call_id), f"wrong:{keyword}@{at:.3f}", dispatcher)
+        await self._log("wrong_detection", dispatcher, call_id, service, keyword=keyword, detection_time=at)
+
+    async def next_for(self, service: int, dispatcher: str) -> QueueEntry | None:
+        """The next call of a service for a console dispatcher: first any entry a crashed dispatcher left
+        pending for longer than `claim_idle_ms`, then new ones; the call is claimed for `dispatcher`."""
+        key = queue_key(service)
+        _, stale, _ = await self.redis.xautoclaim(key, GROUP, dispatcher, self.claim_idle_ms, "0-0", count=10)
+        for entry_id, fields in stale:
+            if fields is None:
+                continue
+            e = QueueEntry.from_stream(service, entry_id, fields)
+            await self.redis.hset(call_key(e.call_id), f"claimed_by:{service}", dispatcher)
+            return e
+        while True:
+            got = await self.redis.xreadgroup(GROUP, dispatcher, {key: ">"}, count=1)
+            if not got:
+                return None
+            entry_id, fields = got[0][1][0]
+            e = QueueEntry.from_stream(service, entry_id, fields)
+            try:
+                await self.claim(e.call_id, service, dispatcher)
+                return e
+            except StoreError:  # taken from the dashboard meanwhile: not this console's to handle
+                await self.redis.xack(key, GROUP, entry_id)
+
+    async def waiting(self, service: int, count: int = 200) -> list[tuple[QueueEntry, dict]]:
+        """Entries of a queue not yet acknowledged or re-routed, oldest first, with their call hash."""
+        out = []
+        for entry_id, fields in await self.redis.xrange(queue_key(service), count=count * 4):
+            e = QueueEntry.from_stream(service, entry_id, fields)
+            call = await self.call(e.call_id)
+            if call.get(f"state:{service}") in ("waiting", "claimed"):
+                out.append((e, call))
+            if len(out) >= count:
+                break
+        return out
+
+
+def _enc(v) -> str:
+    return v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+
+
+def _check(result, call_id: str, service: int) -> None:
+    if result == "ok":
+        return
+    reason = str(result)
+    if reason == "not_routed":
+        raise StoreError(f"call {call_id!r} is not in the {service} queue")
+    if reason.startswith("claimed_by:"):
+        raise StoreError(f"call {call_id!r} is already claimed by {reason.split(':', 1)[1]} for {service}")
+    if reason == "not_claimed":
+        raise StoreError(f"call {call_id!r} must be claimed before it is acknowledged or re-routed")
+    raise StoreError(f"call {call_id!r} for {service}: {reason.replace('_', ' ')}")
