@@ -2,9 +2,9 @@
 
   1. synthesize every allowed voice (training/synth.py)
   2. augmented windows: English base set, French train set, held-out-voice evaluation set
-  3. base 8-word seed CNN → models/base8.onnx
-  4. transfer to 14 classes: head only, then fine-tuning of the upper layers
-  5. export → models/kws12.onnx + kws12.json, evaluation, model card models/kws12.md
+  3. base 8-word models: the seed CNN (baseline) and a depthwise-separable CNN (shipped)
+  4. transfer of each to 14 classes: head only, then fine-tuning
+  5. export → models/base8.onnx (seed) and models/kws12.onnx + kws12.json (DS-CNN), evaluation
 """
 
 from __future__ import annotations
@@ -42,9 +42,11 @@ def cached(path: Path, build, force: bool = False):
     return arrays
 
 
-def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64) -> float:
+def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64, schedule: bool = False) -> float:
     import keras
 
+    if schedule:  # cosine decay over the run, for training every layer from a warm start
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=epochs * (len(x) // batch + 1), alpha=0.02)
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     t = time.time()
@@ -62,14 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=6)
-    ap.add_argument("--finetune-epochs", type=int, default=14)
+    ap.add_argument("--finetune-epochs", type=int, default=14, help="seed recipe fine-tuning epochs")
+    ap.add_argument("--ds-epochs", type=int, default=24, help="DS-CNN fine-tuning epochs (all layers)")
+    ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
+    ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rebuild", action="store_true", help="ignore cached datasets")
     args = ap.parse_args(argv)
 
     import keras
 
-    from training import export, models
+    from training import export
 
     keras.utils.set_random_seed(0)
     params = FeatureParams()
@@ -98,52 +103,93 @@ def main(argv: list[str] | None = None) -> int:
     ev = dataset.EvalSet(x={c: ev_arrays[f"x_{c}"] for c in dataset.CONDITIONS}, y=ev_arrays["y"],
                          voice=list(ev_arrays["voice"]), near_miss=ev_arrays["near_miss"])
 
-    log("stage 3: base 8-word model (seed recipe)")
-    base = models.seed_cnn((params.window_frames, params.n_mels), len(corpus.BASE_WORDS),
-                           norm_data=base_tr["x"][:4000])
-    t_base = fit(base, base_tr["x"], base_tr["y"], args.base_epochs, 1e-3, "base8")
-    base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
-                      == base_ev["y"]).mean())
-    log(f"base8 held-out-voice accuracy (augmented, phone share 65%): {base_acc:.3f}")
-    export.to_onnx(base, params, args.models / "base8.onnx")
-    export.write_manifest(
-        args.models / "base8.onnx", name="base8", classes=list(corpus.BASE_WORDS), params=params,
-        streaming=None, thresholds=None,
-        metrics={"held_out_voice_accuracy": base_acc, "train_seconds": round(t_base)},
-        provenance=_provenance("en"))
-
-    log("stage 4: transfer to 14 classes")
-    kws, body = models.transfer(base, len(CLASSES))
-    t_head = fit(kws, kw_tr["x"], kw_tr["y"], args.head_epochs, 1e-3, "head only (body frozen)")
-    head_report = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
-    _log_report("head only", head_report)
-    models.unfreeze_upper(body)
-    t_ft = fit(kws, kw_tr["x"], kw_tr["y"], args.finetune_epochs, 3e-4, "fine-tune conv2 + dense + head")
-    ft_report = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
-    _log_report("fine-tuned", ft_report)
+    shape = (params.window_frames, params.n_mels)
+    results = {}
+    for arch in ("seed", "ds_cnn"):
+        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / arch)
 
     log("stage 5: export and model card")
+    seed, ds = results["seed"], results["ds_cnn"]
+    base_path = args.models / "base8.onnx"
+    export.to_onnx(seed["base"], params, base_path)
+    export.write_manifest(
+        base_path, name="base8", classes=list(corpus.BASE_WORDS), params=params, streaming=None,
+        thresholds=None, metrics={"held_out_voice_accuracy": seed["base_acc"], "recipe": "seed CNN"},
+        provenance=_provenance("en"))
     onnx_path = args.models / "kws12.onnx"
-    export.to_onnx(kws, params, onnx_path)
-    delta = export.keras_onnx_max_delta(kws, onnx_path, ev.x["phone"][:256].astype(np.float32))
+    export.to_onnx(ds["kws"], params, onnx_path)
+    delta = export.keras_onnx_max_delta(ds["kws"], onnx_path, ev.x["phone"][:256].astype(np.float32))
     metrics = {
-        "held_out_voices": sorted(v for v in HELD_OUT if not v.startswith(("mbrola:us", "espeak:en", "flite",
-                                                                            "kokoro-en"))),
-        "head_only": _summary(head_report), "fine_tuned": _summary(ft_report),
-        "base8_held_out_accuracy": base_acc, "keras_onnx_max_abs_delta": delta,
+        "architecture": "ds_cnn (depthwise-separable CNN), transferred from an 8-word English base",
+        "held_out_voices": _provenance("fr")["held_out_voices"],
+        "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
+                    "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
+        "seed_baseline": {"head_only": _summary(seed["head"]), "fine_tuned": _summary(seed["ft"]),
+                          "base8_held_out_accuracy": seed["base_acc"], "train_seconds": seed["seconds"]},
+        "keras_onnx_max_abs_delta": delta,
         "train_windows": int(len(kw_tr["y"])), "eval_windows_per_condition": int(len(ev.y)),
-        "train_seconds": {"base8": round(t_base), "head": round(t_head), "finetune": round(t_ft)},
         "pipeline_seconds": round(time.time() - t0),
     }
     export.write_manifest(onnx_path, name="kws12", classes=list(CLASSES), params=params,
                           streaming=export.DEFAULT_STREAMING,
                           thresholds={k: 0.5 for k in KEYWORDS}, metrics=metrics, provenance=_provenance("fr"))
     (args.models / "kws12_eval.json").write_text(json.dumps(
-        {"head_only": head_report, "fine_tuned": ft_report}, indent=1, ensure_ascii=False))
-    evaluate.plot_confusions(ft_report, args.models / "kws12_confusion.png",
-                             "kws12 (fine-tuned) on held-out synthetic voices")
+        {a: {"head_only": r["head"], "fine_tuned": r["ft"]} for a, r in results.items()}, indent=1,
+        ensure_ascii=False))
+    evaluate.plot_confusions(ds["ft"], args.models / "kws12_confusion.png",
+                             "kws12 on held-out synthetic voices (rows: true class)")
     log(f"done in {time.time() - t0:.0f} s; Keras vs ONNX max |Δ| = {delta:.2e}")
     return 0
+
+
+def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
+    """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
+    import keras
+
+    from training import models
+
+    cache.mkdir(parents=True, exist_ok=True)
+    done = cache / "result.json"
+    if done.exists() and not args.retrain:
+        r = json.loads(done.read_text())
+        log(f"{arch}: trained models found in {cache}")
+        return {**r, "base": keras.saving.load_model(cache / "base.keras"),
+                "kws": keras.saving.load_model(cache / "kws.keras")}
+    n_base = len(corpus.BASE_WORDS)
+    log(f"stage 3 ({arch}): base 8-word model")
+    if arch == "seed":
+        base = models.seed_cnn(shape, n_base, norm_data=base_tr["x"][:4000])
+    else:
+        base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width)
+    seconds = {"base8": round(fit(base, base_tr["x"], base_tr["y"], args.base_epochs, 1e-3, f"{arch} base8"))}
+    base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
+                      == base_ev["y"]).mean())
+    log(f"{arch} base8 held-out-voice accuracy: {base_acc:.3f}")
+
+    log(f"stage 4 ({arch}): transfer to 14 classes")
+    if arch == "seed":
+        kws, body = models.transfer(base, len(CLASSES))
+    else:
+        kws, body = models.transfer_all(base, len(CLASSES))
+        body.trainable = False
+    seconds["head"] = round(fit(kws, kw_tr["x"], kw_tr["y"], args.head_epochs, 1e-3, f"{arch} head only"))
+    head = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
+    _log_report(f"{arch} head only", head)
+    if arch == "seed":
+        models.unfreeze_upper(body)  # the seed recipe: conv2 + dense + head
+        seconds["finetune"] = round(fit(kws, kw_tr["x"], kw_tr["y"], args.finetune_epochs, 3e-4,
+                                        "seed fine-tune conv2 + dense + head"))
+    else:
+        body.trainable = True
+        seconds["finetune"] = round(fit(kws, kw_tr["x"], kw_tr["y"], args.ds_epochs, 2e-3,
+                                        "ds_cnn fine-tune all layers", schedule=True))
+    ft = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
+    _log_report(f"{arch} fine-tuned", ft)
+    base.save(cache / "base.keras")
+    kws.save(cache / "kws.keras")
+    r = {"base_acc": base_acc, "head": head, "ft": ft, "seconds": seconds}
+    done.write_text(json.dumps(r))
+    return {**r, "base": base, "kws": kws}
 
 
 def _provenance(lang: str) -> dict:

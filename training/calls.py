@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +111,29 @@ def generate(data: Path, out: Path, held_out: bool, per_voice: int = 8, seed: in
     return path
 
 
+# The bundled demo calls (triage/demo_calls): one per service and one for two services.
+DEMO = (("mbrola:fr6", ["incendie"]), ("kokoro:jf_nezumi", ["malaise"]), ("mbrola:fr6", ["cambriolage"]),
+        ("espeak:fr+m6", ["gaz", "brûlure"]))
+
+
+def make_demo_calls(data: Path, out: Path, seed: int = 21) -> list[Path]:
+    """Short held-out-voice calls, light noise, 8 kHz μ-law: small enough to ship in the package."""
+    out.mkdir(parents=True, exist_ok=True)
+    prompts = _split_half(synth.load_real(data, "prompts_fr"), True)
+    banks = Banks(speech=prompts, music=_split_half(synth.load_real(data, "noise"), True), rirs=[])
+    rng = np.random.default_rng(seed)
+    paths = []
+    for n, (vid, kws) in enumerate(DEMO):
+        voice = next(v for v in voices("fr", held_out=True) if v.id == vid)
+        words, sentences, fillers = _voice_material(data, voice)
+        audio, labels = make_call(rng, words, sentences, fillers, kws, 12.0, banks, snr_db=18.0, codec="mulaw")
+        slug = unicodedata.normalize("NFKD", "_".join(kws)).encode("ascii", "ignore").decode()
+        path = out / f"demo{n + 1}_{slug}.wav"
+        write_wav(path, resample(audio, TARGET_RATE, 8000), 8000, "mulaw")
+        paths.append(path)
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.calls", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--voices", choices=["held-out", "training"], default="held-out")
     ap.add_argument("--per-voice", type=int, default=8)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--demo", action="store_true", help="write the bundled demo calls instead")
     args = ap.parse_args(argv)
+    if args.demo:
+        print("\n".join(map(str, make_demo_calls(args.data, args.out))))
+        return 0
     print(generate(args.data, args.out, args.voices == "held-out", args.per_voice))
     return 0
 

@@ -46,3 +46,43 @@ def unfreeze_upper(body, names: tuple[str, ...] = ("conv2", "dense")) -> None:
     body.trainable = True
     for layer in body.layers:
         layer.trainable = layer.name in names
+
+
+def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64):
+    """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for ~7 M multiply-adds per
+    window so that one core scores hundreds of live calls. No Resizing: it keeps the full time resolution.
+    Its body ends in global average pooling, so the keyword may sit anywhere in the window."""
+    import keras
+    from keras import layers
+
+    norm = layers.Normalization(name="norm")
+    if norm_data is not None:
+        norm.adapt(norm_data[..., None].astype(np.float32))
+    x = inp = keras.Input(shape=(*input_shape, 1), name="logmel")
+    x = norm(x)
+    x = layers.Conv2D(width, (10, 4), strides=2, padding="same", use_bias=False, name="conv0")(x)
+    x = layers.BatchNormalization(name="bn0")(x)
+    x = layers.ReLU(name="relu0")(x)
+    for i, stride in enumerate((2, 1, 1, 1), start=1):
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", use_bias=False, name=f"dw{i}")(x)
+        x = layers.BatchNormalization(name=f"bn_dw{i}")(x)
+        x = layers.ReLU(name=f"relu_dw{i}")(x)
+        x = layers.Conv2D(width, 1, use_bias=False, name=f"pw{i}")(x)
+        x = layers.BatchNormalization(name=f"bn_pw{i}")(x)
+        x = layers.ReLU(name=f"relu_pw{i}")(x)
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    x = layers.Dropout(0.3, name="drop")(x)
+    out = layers.Dense(n_classes, activation="softmax", name="head")(x)
+    return keras.Model(inp, out, name="ds_cnn")
+
+
+def transfer_all(base, n_classes: int):
+    """Transfer for the DS-CNN: the base's body (everything but its head) under a new head, all trainable
+    (callers first train the head alone by freezing `body`)."""
+    import keras
+    from keras import layers
+
+    body = keras.Model(base.input, base.layers[-2].output, name="body")
+    inp = keras.Input(shape=base.input_shape[1:], name="logmel")
+    out = layers.Dense(n_classes, activation="softmax", name="head")(body(inp))
+    return keras.Model(inp, out, name="kws_transfer"), body

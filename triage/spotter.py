@@ -30,6 +30,29 @@ class Detection:
                 "confidence": round(self.confidence, 4)}
 
 
+class Trigger:
+    """When one keyword's smoothed posterior fires: on crossing its threshold, once per utterance.
+
+    After firing it re-arms only when the score has fallen below half the threshold, and never
+    within `refractory_s` of the last firing: one spoken keyword gives one detection.
+    """
+
+    def __init__(self, threshold: float, refractory_s: float):
+        self.threshold = threshold
+        self.refractory_s = refractory_s
+        self._armed = True
+        self._last = -1e9
+
+    def step(self, t: float, score: float) -> bool:
+        if score < self.threshold * 0.5:
+            self._armed = True
+        if score >= self.threshold and self._armed and t - self._last >= self.refractory_s:
+            self._armed = False
+            self._last = t
+            return True
+        return False
+
+
 class KeywordSpotter:
     def __init__(self, model: KeywordModel, thresholds: dict[str, float] | None = None, trace: bool = False):
         if model.streaming is None:
@@ -49,8 +72,7 @@ class KeywordSpotter:
         self._recent = deque(maxlen=model.streaming.smoothing)
         self._keyword_index = [(i, c) for i, c in enumerate(model.classes) if c in KEYWORD_SERVICE]
         self.thresholds = dict(model.thresholds if thresholds is None else thresholds)
-        self._last_fired: dict[str, float] = {}
-        self._armed = {k: True for _, k in self._keyword_index}
+        self._triggers = {k: Trigger(self.thresholds[k], model.streaming.refractory_s) for _, k in self._keyword_index}
         self.samples_fed = 0
         self.windows_scored = 0
         self.last_posteriors: np.ndarray | None = None  # smoothed, for dashboards
@@ -102,13 +124,8 @@ class KeywordSpotter:
             if self.trace is not None:
                 self.trace.append((t, smooth))
             for i, kw in self._keyword_index:
-                score, thr = float(smooth[i]), self.thresholds[kw]
-                if score < thr * 0.5:
-                    self._armed[kw] = True
-                if (score >= thr and self._armed[kw]
-                        and t - self._last_fired.get(kw, -1e9) >= self.model.streaming.refractory_s):
-                    self._armed[kw] = False
-                    self._last_fired[kw] = t
+                score = float(smooth[i])
+                if self._triggers[kw].step(t, score):
                     out.append(Detection(kw, KEYWORD_SERVICE[kw], t, score))
         self._taken = []
         return out

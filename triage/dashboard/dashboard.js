@@ -91,7 +91,9 @@ function render(service, id) {
   el.classList.toggle("mine", Boolean(mine));
   el.classList.toggle("ended", !c.live);
   $(".duration", el).textContent = fmtTime(c.duration);
-  $(".level", el).style.width = `${Math.max(0, Math.min(100, (c.level + 60) * 100 / 60))}%`;
+  $(".live-flag", el).textContent = c.live ? "en ligne" : "terminé";
+  const level = c.live ? Math.max(0, Math.min(100, (c.level + 60) * 100 / 60)) : 0;
+  $(".level", el).style.width = `${level}%`;
   const span = Math.max(c.duration, ...c.detections.map((d) => d.time), 10);
   const tl = $(".timeline", el);
   tl.replaceChildren(...c.detections.map((d) => {

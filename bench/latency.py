@@ -1,0 +1,34 @@
+"""Detection latency (firing time minus keyword end) and recall on labelled calls, through the live core.
+
+    python bench/latency.py [CALLS_DIR]   (default: data/calls/dev, made by `python -m training.calls`)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from triage.audio import read_wav_16k  # noqa: E402
+from triage.model import KeywordModel  # noqa: E402
+from triage.replay import load_labels, replay_samples, score  # noqa: E402
+
+
+def main() -> int:
+    calls = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data" / "calls" / "dev"
+    if not (calls / "labels.jsonl").exists():
+        print(f"no {calls / 'labels.jsonl'}: make it with `python -m training.calls --out {calls}`", file=sys.stderr)
+        return 2
+    model = KeywordModel()
+    labels = load_labels(calls / "labels.jsonl")
+    results = [replay_samples(model, read_wav_16k(calls / f), f) for f in labels]
+    m = score(results, labels)
+    print(json.dumps({**m.summary(), "calls_dir": str(calls)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""The dashboard in a real headless Chromium against a real server, Redis and call."""
+
+import asyncio
+import json
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+import redis
+from livekit import collect, mulaw_frames, send_audio, start_call
+from onnx_models import silence, tone
+
+from triage.embedded_redis import EmbeddedRedis
+from triage.model import KeywordModel
+from triage.server import ServerConfig, TriageServer
+from triage.store import RouteStore
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not installed "
+                                                          "(scripts/install-system.sh test installs it)")
+
+
+class ServerThread:
+    def __init__(self, model_path, redis_url):
+        self.loop = asyncio.new_event_loop()
+        self.server = TriageServer(KeywordModel(model_path), RouteStore(redis_url),
+                                   ServerConfig(port=0, score_interval_s=0.02))
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(20)
+        return self
+
+    def run(self, coro, timeout=30):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def __exit__(self, *exc):
+        self.run(self.server.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def test_dispatcher_claims_and_acknowledges_a_fire_call(loud_model_path, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    started = time.monotonic()
+    with EmbeddedRedis(tmp_path / "redis") as r, ServerThread(loud_model_path, r.url) as st:
+        port = st.server.config.port
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 800})
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator("#status")).to_have_text("connecté")
+            page.fill("#dispatcher", "alice")
+            page.locator("#dispatcher").dispatch_event("change")
+
+            async def call():
+                ws, _ = await start_call(f"ws://127.0.0.1:{port}/call", "browser-1")
+                audio = np.concatenate([silence(1.0, 8000), tone(0.9, rate=8000), silence(1.0, 8000)])
+                await send_audio(ws, mulaw_frames(audio), pace=0.002)
+                await ws.send(json.dumps({"type": "stop"}))
+                await collect(ws, "summary")
+                await ws.close()
+            st.run(call())
+
+            card = page.locator('[data-cards="18"] .card[data-call="browser-1"]')
+            expect(card).to_be_visible(timeout=10_000)
+            expect(card.locator(".heard")).to_contain_text("incendie")
+            expect(page.locator('[data-count="18"]')).to_have_text("1")
+            card.locator(".claim").click()
+            expect(card.locator(".state")).to_have_text("pris par alice")
+            page.screenshot(path=str(tmp_path / "dashboard.png"))
+            card.locator(".ack").click()
+            expect(card).to_have_count(0)
+            browser.close()
+        db = redis.Redis.from_url(r.url, decode_responses=True)
+        assert db.hget("triage:call:browser-1", "state:18") == "acked"
+        assert db.hget("triage:call:browser-1", "acked_by:18") == "alice"
+        assert [a[1]["action"] for a in db.xrange("triage:actions")] == ["claim", "ack"]
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    print(f"browser test took {time.monotonic() - started:.1f} s")
+
+
+def test_second_dispatcher_sees_a_clear_refusal(loud_model_path, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with EmbeddedRedis(tmp_path / "redis") as r, ServerThread(loud_model_path, r.url) as st:
+        port = st.server.config.port
+
+        async def routed_and_claimed_by_bob():
+            ws, _ = await start_call(f"ws://127.0.0.1:{port}/call", "two-1")
+            await send_audio(ws, mulaw_frames(np.concatenate([tone(0.9, rate=8000), silence(1.0, 8000)])))
+            await ws.send(json.dumps({"type": "stop"}))
+            await collect(ws, "summary")
+            await st.server.store.claim("two-1", 18, "bob")
+        st.run(routed_and_claimed_by_bob())
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.fill("#dispatcher", "alice")
+            card = page.locator('[data-cards="18"] .card[data-call="two-1"]')
+            expect(card.locator(".state")).to_have_text("pris par bob")
+            card.locator(".ack").click()
+            expect(page.locator("#notice")).to_contain_text("claimed by bob")
+            browser.close()
+        db = redis.Redis.from_url(r.url, decode_responses=True)
+        assert db.hget("triage:call:two-1", "state:18") == "claimed"

@@ -1,0 +1,105 @@
+"""RouteStore against a real Redis-compatible server (embedded Valkey, AOF)."""
+
+import asyncio
+
+import pytest
+import redis
+
+from triage.embedded_redis import EmbeddedRedis
+from triage.store import RouteStore, StoreError
+
+
+@pytest.fixture
+def server(tmp_path):
+    with EmbeddedRedis(tmp_path / "r", appendfsync="always") as r:
+        yield r
+
+
+def run(url, scenario, **kw):
+    async def main():
+        s = RouteStore(url, **kw)
+        await s.ensure_groups()
+        try:
+            return await scenario(s)
+        finally:
+            await s.close()
+    return asyncio.run(main())
+
+
+def test_route_is_added_once_per_call_and_service(server):
+    async def scenario(s):
+        ids = [await s.route("c1", 18, ["incendie"], [], 3.0) for _ in range(3)]
+        ids += [await s.route("c1", 15, ["malaise"], [], 5.0)]
+        return ids, await s.routed_services("c1"), await s.depths()
+
+    ids, services, depths = run(server.url, scenario)
+    assert ids[0] and ids[1] is None and ids[2] is None and ids[3]
+    assert services == [15, 18] and depths == {15: 1, 17: 0, 18: 1}
+
+
+def test_claim_ack_and_refusals(server):
+    async def scenario(s):
+        await s.route("c1", 17, ["vol"], [], 2.0)
+        errors = []
+        for action in (lambda: s.ack("c1", 17, "alice"),          # not claimed yet
+                       lambda: s.claim("nope", 17, "alice"),      # unknown call
+                       lambda: s.claim("c1", 18, "alice")):       # not in that queue
+            with pytest.raises(StoreError) as e:
+                await action()
+            errors.append(str(e.value))
+        await s.claim("c1", 17, "alice")
+        await s.claim("c1", 17, "alice")  # claiming again one's own call is fine
+        with pytest.raises(StoreError, match="already claimed by alice"):
+            await s.claim("c1", 17, "bob")
+        with pytest.raises(StoreError, match="already claimed by alice"):
+            await s.ack("c1", 17, "bob")
+        await s.ack("c1", 17, "alice")
+        with pytest.raises(StoreError, match="already acked"):
+            await s.claim("c1", 17, "bob")
+        return errors, await s.waiting(17)
+
+    errors, waiting = run(server.url, scenario)
+    assert "must be claimed" in errors[0] and "not in the 17 queue" in errors[1] and "not in the 18" in errors[2]
+    assert waiting == []
+
+
+def test_reroute_moves_the_call_and_logs_who_did_it(server):
+    async def scenario(s):
+        await s.save_call("c1", {"route_keywords": '{"18": ["gaz"]}'})
+        await s.route("c1", 18, ["gaz"], [], 2.0, {"caller": "x"})
+        await s.claim("c1", 18, "alice")
+        with pytest.raises(StoreError, match="expected another"):
+            await s.reroute("c1", 18, 18, "alice")
+        await s.reroute("c1", 18, 15, "alice")
+        return await s.waiting(15), await s.call("c1")
+
+    waiting, call = run(server.url, scenario)
+    assert [e.call_id for e, _ in waiting] == ["c1"] and call["state:18"] == "rerouted"
+    actions = redis.Redis.from_url(server.url, decode_responses=True).xrange("triage:actions")
+    assert [(a["action"], a["dispatcher"], a["model_said"]) for _, a in actions] == [
+        ("claim", "alice", '{"18": ["gaz"]}'), ("reroute", "alice", '{"18": ["gaz"]}')]
+
+
+def test_console_dispatcher_gets_next_and_redelivery_after_a_crash(server):
+    async def scenario(s):
+        await s.route("a", 15, ["malaise"], [], 1.0)
+        await s.route("b", 15, ["brûlure"], [], 1.0)
+        first = await s.next_for(15, "crashed-console")  # takes "a", then dies without acking
+        await asyncio.sleep(0.15)
+        again = await s.next_for(15, "carol")  # "a" is idle past claim_idle_ms: re-delivered to carol
+        await s.ack(again.call_id, 15, "carol")
+        nxt = await s.next_for(15, "carol")
+        return first.call_id, again.call_id, nxt.call_id, await s.next_for(15, "carol")
+
+    assert run(server.url, scenario, claim_idle_ms=100) == ("a", "a", "b", None)
+
+
+def test_routes_survive_a_redis_crash_with_aof(tmp_path):
+    r = EmbeddedRedis(tmp_path / "r", appendfsync="always").start()
+    run(r.url, lambda s: s.route("c1", 18, ["incendie"], [], 1.0))
+    r.kill()
+    r2 = EmbeddedRedis(tmp_path / "r", port=r.port).start()
+    try:
+        assert run(r2.url, lambda s: s.routed_services("c1")) == [18]
+    finally:
+        r2.stop()
