@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=ROOT / "data", help="cache directory (default: data/)")
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="where models are written")
+    ap.add_argument("--stages", type=Path, default=None, help="cache of datasets and trained models "
+                                                               "(default: DATA/stages)")
     ap.add_argument("--per-keyword", type=int, default=2500, help="training windows per keyword")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keras.utils.set_random_seed(0)
     params = FeatureParams()
-    stages = args.data / "stages"
+    stages = args.stages or args.data / "stages"
     t0 = time.time()
 
     log("stage 1: synthesis")

@@ -8,13 +8,14 @@ the last audio the server acknowledged having received.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -124,33 +125,33 @@ async def _send_and_listen(ws, data, start, frame, rate, width, speed, on_event)
     return summary
 
 
-async def microphone_chunks(rate: int = 16000) -> AsyncIterator[np.ndarray]:
-    """Audio from the default input device. One clear error if PortAudio or a device is missing."""
+def open_microphone(rate: int, on_chunk):
+    """An input stream on the default device, calling `on_chunk(float32 array)` from PortAudio's thread.
+    One clear error if PortAudio, the sounddevice package or an input device is missing."""
     try:
         import sounddevice as sd
     except (ImportError, OSError) as e:
         raise CallFailed(f"--mic needs PortAudio and the sounddevice package ({e})") from None
-    q: asyncio.Queue = asyncio.Queue()
-    loop = asyncio.get_running_loop()
-
-    def callback(indata, frames, t, status):
-        loop.call_soon_threadsafe(q.put_nowait, indata[:, 0].copy())
-
     try:
-        stream = sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=int(rate * FRAME_S),
-                                callback=callback)
+        return sd.InputStream(samplerate=rate, channels=1, dtype="float32", blocksize=int(rate * FRAME_S),
+                              callback=lambda indata, frames, t, status: on_chunk(indata[:, 0].copy()))
     except Exception as e:  # sounddevice.PortAudioError and device errors
         raise CallFailed(f"no usable microphone: {e}") from None
-    with stream:
-        while True:
-            yield await q.get()
 
 
 async def stream_microphone(url: str, token: str | None, on_event) -> dict:
+    rate = 16000
+    loop = asyncio.get_running_loop()
+    q: asyncio.Queue = asyncio.Queue()
+    stream = open_microphone(rate, lambda chunk: loop.call_soon_threadsafe(q.put_nowait, chunk))
     call_id = uuid.uuid4().hex[:12]
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    async with connect(url, additional_headers=headers) as ws:
-        await ws.send(json.dumps({"type": "start", "call_id": call_id, "sample_rate": 16000,
+    try:
+        ws = await connect(url, additional_headers=headers)
+    except (OSError, InvalidStatus) as e:
+        raise CallFailed(f"cannot reach the service at {url}: {e}") from None
+    async with ws:
+        await ws.send(json.dumps({"type": "start", "call_id": call_id, "sample_rate": rate,
                                   "encoding": "pcm_s16le", "metadata": {"source": "microphone"}}))
         on_event(json.loads(await ws.recv()))
 
@@ -161,21 +162,14 @@ async def stream_microphone(url: str, token: str | None, on_event) -> dict:
         listener = asyncio.create_task(listen())
         print("speak now; Ctrl-C ends the call", file=sys.stderr)
         try:
-            async for chunk in microphone_chunks():
-                await ws.send(encode(chunk, "pcm_s16le"))
+            with stream:
+                while True:
+                    await ws.send(encode(await q.get(), "pcm_s16le"))
         finally:
-            with _suppress():
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await ws.send(json.dumps({"type": "stop"}))
                 await asyncio.wait_for(listener, 3)
     return {}
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], Exception | asyncio.CancelledError)
 
 
 def load_audio(path: str) -> tuple[np.ndarray, int]:

@@ -1,0 +1,109 @@
+"""The call client against a real server: real time pacing, resume after a dropped line, --say, --mic."""
+
+import asyncio
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from onnx_models import silence, tone
+
+from triage import client
+from triage.embedded_redis import EmbeddedRedis
+from triage.model import KeywordModel
+from triage.server import ServerConfig, TriageServer
+from triage.store import RouteStore
+
+CALL = np.concatenate([silence(1.0), tone(0.9), silence(2.0)])
+
+
+def with_server(model_path, tmp_path, scenario):
+    async def main():
+        with EmbeddedRedis(tmp_path / "r") as r:
+            server = TriageServer(KeywordModel(model_path), RouteStore(r.url), ServerConfig(port=0,
+                                                                                            score_interval_s=0.02))
+            await server.start()
+            try:
+                return await scenario(server, f"ws://127.0.0.1:{server.config.port}/call")
+            finally:
+                await server.stop()
+                await server.store.close()
+    return asyncio.run(main())
+
+
+def test_streams_in_real_time_and_gets_the_route(loud_model_path, tmp_path):
+    data, width = client.prepare(CALL, 16000, "mulaw", 8000)
+    events = []
+
+    async def scenario(server, url):
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        summary = await client.stream_call(url, data, width, 8000, "mulaw", speed=2.0, on_event=events.append)
+        return summary, loop.time() - t
+
+    summary, took = with_server(loud_model_path, tmp_path, scenario)
+    assert summary["services"] == [18] and [e["type"] for e in events].count("route") == 1
+    assert 3.9 / 2 * 0.9 <= took < 3.9 / 2 + 3  # paced at twice real time
+
+
+def test_dropped_line_reconnects_and_resumes(loud_model_path, tmp_path):
+    data, width = client.prepare(CALL, 16000, "mulaw", 8000)
+    events = []
+
+    async def scenario(server, url):
+        async def cut_the_line():
+            while not server.sessions or next(iter(server.sessions.values())).duration < 1.5:
+                await asyncio.sleep(0.02)
+            next(iter(server.sessions.values())).ws.transport.abort()
+        cutter = asyncio.create_task(cut_the_line())
+        summary = await client.stream_call(url, data, width, 8000, "mulaw", speed=3.0, call_id="resume-me",
+                                           on_event=events.append)
+        await cutter
+        return summary, await server.store.depths()
+
+    summary, depths = with_server(loud_model_path, tmp_path, scenario)
+    kinds = [e["type"] for e in events]
+    assert "reconnecting" in kinds
+    resumed = [e for e in events if e["type"] == "ready" and e["resumed"]]
+    assert resumed and resumed[0]["samples_received"] > 0
+    assert summary["services"] == [18] and summary["duration"] == pytest.approx(len(CALL) / 16000, abs=0.02)
+    assert depths[18] == 1
+
+
+def test_refused_token_is_one_clear_error(loud_model_path, tmp_path):
+    async def main():
+        with EmbeddedRedis(tmp_path / "r") as r:
+            server = TriageServer(KeywordModel(loud_model_path), RouteStore(r.url), ServerConfig(port=0, token="x"))
+            await server.start()
+            try:
+                data, width = client.prepare(CALL, 16000, "mulaw", 8000)
+                with pytest.raises(client.CallFailed, match="HTTP 401"):
+                    await client.stream_call(f"ws://127.0.0.1:{server.config.port}/call", data, width, 8000,
+                                             "mulaw", token="wrong")
+            finally:
+                await server.stop()
+                await server.store.close()
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_say_synthesizes_french():
+    samples, rate = client.synthesize("Allô, il y a un incendie au deuxième étage")
+    assert rate in (16000, 22050) and len(samples) / rate > 1.5 and np.abs(samples).max() > 0.05
+
+
+def test_mic_without_a_device_is_one_clear_line():
+    r = subprocess.run([sys.executable, "-m", "triage.cli", "call", "--mic", "--url", "ws://127.0.0.1:9/call"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr.strip().startswith("triage: ") and len(r.stderr.strip().splitlines()) == 1
+    assert "microphone" in r.stderr or "PortAudio" in r.stderr
+
+
+def test_call_with_unreadable_file_says_which_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_text("not audio")
+    r = subprocess.run([sys.executable, "-m", "triage.cli", "call", str(bad)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 1 and "bad.wav: not a WAV file" in r.stderr

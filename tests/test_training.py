@@ -1,0 +1,68 @@
+"""Training code on small inputs it makes itself (fast), and the whole pipeline on tiny sizes (slow)."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("audiomentations")
+
+from training.augment import WINDOW, Augmenter, Banks, telephone  # noqa: E402
+from training.synth import is_broken, trim  # noqa: E402
+from training.voices import HELD_OUT, VOICES  # noqa: E402
+
+RESERVED = ("fr4", "fr7", "ca2", "gongitsune")
+
+
+def _banks(rng):
+    speech = [(rng.standard_normal(int(rng.uniform(0.3, 3) * 16000)) * 0.1).astype(np.float32) for _ in range(6)]
+    music = [np.sin(np.arange(32000) * 0.05).astype(np.float32) * 0.2]
+    return Banks(speech=speech, music=music, rirs=[np.r_[1.0, np.zeros(200), 0.3].astype(np.float32)])
+
+
+def test_no_reserved_voice_is_in_the_catalogue():
+    ids = " ".join(v.id + " " + v.spec for v in VOICES).lower()
+    assert not any(r in ids for r in RESERVED)
+    assert HELD_OUT <= {v.id for v in VOICES}
+    # whole voices are held out, of every engine
+    assert {v.split(":")[0] for v in HELD_OUT} >= {"mbrola", "espeak", "kokoro"}
+
+
+def test_augmented_windows_are_bounded_and_sized():
+    rng = np.random.default_rng(0)
+    aug = Augmenter(_banks(rng), rng)
+    word = (np.sin(np.arange(9000) * 0.1) * 0.3).astype(np.float32)
+    for _ in range(20):
+        w = aug.channel(aug.place(word))
+        assert w.shape == (WINDOW,) and np.all(np.isfinite(w)) and np.abs(w).max() <= 1.0
+    cut = aug.place(word, visible=(0.2, 0.3))
+    assert np.count_nonzero(cut) < len(word)
+
+
+def test_telephone_channel_removes_what_a_phone_line_cannot_carry():
+    t = np.arange(16000) / 16000
+    for f, kept in ((1000, True), (6000, False), (100, False)):
+        y = telephone((0.5 * np.sin(2 * np.pi * f * t)).astype(np.float32), "mulaw")
+        rms = np.sqrt(np.mean(y[2000:-2000] ** 2))
+        assert (rms > 0.2) == kept, (f, rms)
+
+
+def test_trim_and_energy_check():
+    x = np.r_[np.zeros(8000), np.sin(np.arange(8000) * 0.1) * 0.5, np.zeros(8000)].astype(np.float32)
+    y = trim(x)
+    assert 8000 <= len(y) <= 8000 + 2 * 480 + 160
+    assert is_broken(np.zeros(16000, np.float32), "keyword") and is_broken(y[:1000], "keyword")
+    assert is_broken(y, "keyword") is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the training voices")
+def test_whole_pipeline_on_tiny_sizes(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "training", "--per-keyword", "10", "--per-base-word", "10",
+                        "--base-epochs", "1", "--head-epochs", "1", "--finetune-epochs", "1", "--ds-epochs", "1",
+                        "--models", str(tmp_path / "models"), "--stages", str(tmp_path / "stages")], capture_output=True, text=True,
+                       timeout=3600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "models" / "kws12.onnx").exists() and (tmp_path / "models" / "kws12.json").exists()
