@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     base_ev = cached(stages / "base_eval.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_base(args.data, params, 150, True, workers=args.workers)[:2], strict=True)),
         args.rebuild)
-    kw_tr = cached(stages / f"kws_train_{args.per_keyword}.npz", lambda: dict(zip(
+    kw_tr = cached(stages / f"kws_train_v{dataset.VERSION}_{args.per_keyword}.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_train(args.data, params, args.per_keyword, workers=args.workers), strict=True)),
         args.rebuild)
 
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         ev = dataset.build_eval(args.data, params, workers=args.workers)
         return {**{f"x_{c}": v for c, v in ev.x.items()}, "y": ev.y, "voice": np.array(ev.voice),
                 "near_miss": ev.near_miss}
-    ev_arrays = cached(stages / "kws_eval.npz", build_eval, args.rebuild)
+    ev_arrays = cached(stages / f"kws_eval_v{dataset.VERSION}.npz", build_eval, args.rebuild)
     ev = dataset.EvalSet(x={c: ev_arrays[f"x_{c}"] for c in dataset.CONDITIONS}, y=ev_arrays["y"],
                          voice=list(ev_arrays["voice"]), near_miss=ev_arrays["near_miss"])
 
@@ -130,7 +130,6 @@ def main(argv: list[str] | None = None) -> int:
                           "base8_held_out_accuracy": seed["base_acc"], "train_seconds": seed["seconds"]},
         "keras_onnx_max_abs_delta": delta,
         "train_windows": int(len(kw_tr["y"])), "eval_windows_per_condition": int(len(ev.y)),
-        "pipeline_seconds": round(time.time() - t0),
     }
     export.write_manifest(onnx_path, name="kws12", classes=list(CLASSES), params=params,
                           streaming=export.DEFAULT_STREAMING,
@@ -144,19 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
-    """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
+def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
+    """The English 8-word base model of an architecture (cached: it does not depend on the French data)."""
     import keras
 
     from training import models
 
-    cache.mkdir(parents=True, exist_ok=True)
-    done = cache / "result.json"
-    if done.exists() and not args.retrain:
+    done = cache / "base.json"
+    if done.exists() and (cache / "base.keras").exists() and not args.retrain:
         r = json.loads(done.read_text())
-        log(f"{arch}: trained models found in {cache}")
-        return {**r, "base": keras.saving.load_model(cache / "base.keras"),
-                "kws": keras.saving.load_model(cache / "kws.keras")}
+        log(f"{arch}: base model found in {cache}")
+        return keras.saving.load_model(cache / "base.keras"), r["base_acc"], r["seconds"]
     n_base = len(corpus.BASE_WORDS)
     log(f"stage 3 ({arch}): base 8-word model")
     if arch == "seed":
@@ -167,6 +164,25 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
                       == base_ev["y"]).mean())
     log(f"{arch} base8 held-out-voice accuracy: {base_acc:.3f}")
+    base.save(cache / "base.keras")
+    done.write_text(json.dumps({"base_acc": base_acc, "seconds": seconds}))
+    return base, base_acc, seconds
+
+
+def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
+    """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
+    import keras
+
+    from training import models
+
+    cache.mkdir(parents=True, exist_ok=True)
+    done = cache / f"result_v{dataset.VERSION}.json"
+    if done.exists() and not args.retrain:
+        r = json.loads(done.read_text())
+        log(f"{arch}: trained models found in {cache}")
+        return {**r, "base": keras.saving.load_model(cache / "base.keras"),
+                "kws": keras.saving.load_model(cache / "kws.keras")}
+    base, base_acc, seconds = train_base(arch, args, shape, base_tr, base_ev, cache)
 
     log(f"stage 4 ({arch}): transfer to 14 classes")
     if arch == "seed":
@@ -187,11 +203,12 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
                                         "ds_cnn fine-tune all layers", schedule=True))
     ft = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"{arch} fine-tuned", ft)
-    base.save(cache / "base.keras")
     kws.save(cache / "kws.keras")
     r = {"base_acc": base_acc, "head": head, "ft": ft, "seconds": seconds}
     done.write_text(json.dumps(r))
-    return {**r, "base": base, "kws": kws}
+    # Transfer shares the base's layers, so `base` now holds fine-tuned weights: the base model itself
+    # is the copy saved right after its own training.
+    return {**r, "base": keras.saving.load_model(cache / "base.keras"), "kws": kws}
 
 
 def _provenance(lang: str) -> dict:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from training import synth
 from training.augment import Augmenter, Banks, _rms, make_rirs, telephone
+from training.corpus import KEYWORD_FORMS
 from training.dataset import _split_half
 from training.voices import voices
 from triage.audio import TARGET_RATE, resample, write_wav
@@ -33,7 +34,7 @@ def _voice_material(data: Path, voice) -> tuple[dict[str, list[np.ndarray]], lis
             words.setdefault(str(text), []).append(clip)
         elif kind == "sentence":
             sentences.append(clip)
-        else:
+        elif str(text) not in KEYWORD_FORMS:
             fillers.append(clip)
     return words, sentences, fillers
 

@@ -18,12 +18,14 @@ from tqdm import tqdm
 
 from training import synth
 from training.augment import WINDOW, Augmenter, Banks, _rms, make_rirs, telephone
-from training.corpus import BASE_WORDS, NEAR_MISSES
+from training.corpus import BASE_WORDS, KEYWORD_FORMS, NEAR_MISSES
 from training.voices import voices
 from triage.features import FeatureParams, LogMel
 from triage.keywords import CLASSES, KEYWORDS, SILENCE, UNKNOWN
 
 CONDITIONS = ("clean", "phone", "room")
+# Bump when what goes into the windows changes: cached datasets and trained models are keyed by it.
+VERSION = 2
 
 
 @dataclass
@@ -51,6 +53,8 @@ def load_pools(data: Path, lang: str, held_out: bool) -> Pools:
             if kind in ("keyword", "base"):
                 words.setdefault(str(text), []).append((clip, v.id))
             elif kind == "unknown":
+                if str(text) in KEYWORD_FORMS:
+                    continue
                 unknown.append((clip, v.id, str(text) in NEAR_MISSES))
                 speech.append(clip)
             else:
@@ -90,10 +94,11 @@ def _train_example(task: tuple[int, str]) -> tuple[np.ndarray, str]:
         return _STATE["extractor"].frames(w), label
     if label == UNKNOWN:
         r = rng.random()
-        if r < 0.45:
-            clip = _engine_balanced(rng, pools.unknown_words)[0]
-            w = aug.place(clip)
-        elif r < 0.8:
+        if r < 0.55:  # words, near-misses (volet, gazon, brûler…) as often as all the others
+            near = rng.random() < 0.5
+            words = [u for u in pools.unknown_words if u[2] == near] or pools.unknown_words
+            w = aug.place(_engine_balanced(rng, words)[0])
+        elif r < 0.85:
             w = aug.speech_window()
         else:  # a keyword mostly outside the window is not (yet) that keyword
             kw = KEYWORDS[rng.integers(len(KEYWORDS))]
@@ -138,7 +143,7 @@ def build_train(data: Path, params: FeatureParams, per_keyword: int, seed: int =
     """Augmented French training windows: (X (N, frames, mels) float16, y class indices)."""
     pools = load_pools(data, "fr", held_out=False)
     labels = [k for k in KEYWORDS for _ in range(per_keyword)]
-    labels += [UNKNOWN] * (per_keyword * 4) + [SILENCE] * per_keyword
+    labels += [UNKNOWN] * (per_keyword * 5) + [SILENCE] * per_keyword
     out = _run(_train_example, list(enumerate(labels)), pools, params, seed, workers, "augmenting train windows")
     x = np.stack([f for f, _ in out]).astype(np.float16)
     y = np.array([CLASSES.index(lbl) for _, lbl in out], dtype=np.int64)

@@ -49,8 +49,8 @@ def main(models: Path = ROOT / "models") -> int:
         f"- Classes, in output order: {', '.join(manifest['classes'])}",
         f"- Training windows: {m['train_windows']:,} (augmented); evaluation windows per condition: "
         f"{m['eval_windows_per_condition']:,}.",
-        f"- Whole pipeline (`python -m training`): {m['pipeline_seconds'] / 60:.0f} min on 2 CPU cores "
-        "(after voice synthesis, which is cached).",
+        f"- Training time on 2 CPU cores (s): DS-CNN {shipped['train_seconds']}, seed {seed['train_seconds']}; "
+        "voice synthesis and augmentation come before (see the README).",
         f"- Keras vs ONNX max |Δ| on 256 windows: {m['keras_onnx_max_abs_delta']:.1e}.",
         "",
         "## Held-out voices",

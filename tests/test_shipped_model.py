@@ -1,0 +1,67 @@
+"""The shipped model (models/kws12.onnx + manifest) through the real service and the CLI contract."""
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+from livekit import collect, send_audio, start_call
+
+from triage.audio import encode, read_wav, resample
+from triage.embedded_redis import EmbeddedRedis
+from triage.features import FeatureParams
+from triage.keywords import CLASSES, KEYWORDS
+from triage.model import DEFAULT_MODEL, KeywordModel
+from triage.server import ServerConfig, TriageServer
+from triage.store import RouteStore
+
+DEMO = Path(__file__).resolve().parent.parent / "triage" / "demo_calls"
+
+
+def test_manifest_travels_with_the_model():
+    m = KeywordModel(DEFAULT_MODEL)
+    manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
+    assert m.classes == CLASSES and m.features == FeatureParams()  # what training used is what serving uses
+    assert set(manifest["thresholds"]) == set(KEYWORDS)
+    assert all(0.5 <= t <= 0.99 for t in manifest["thresholds"].values())
+    assert manifest["provenance"]["synthetic"] and manifest["metrics"]["calibration"]["negative_hours"] > 0
+
+
+def test_fixture_call_with_incendie_is_routed_to_18_live(tmp_path):
+    wav = read_wav(DEMO / "demo1_incendie.wav")
+    data = encode(resample(wav.samples, wav.sample_rate, 8000), "mulaw")
+    frames = [data[i: i + 160] for i in range(0, len(data), 160)]
+
+    async def main():
+        with EmbeddedRedis(tmp_path / "r") as r:
+            server = TriageServer(KeywordModel(), RouteStore(r.url), ServerConfig(port=0, score_interval_s=0.02))
+            await server.start()
+            try:
+                ws, _ = await start_call(f"ws://127.0.0.1:{server.config.port}/call", "demo-fire")
+                await send_audio(ws, frames)
+                await ws.send(json.dumps({"type": "stop"}))
+                events = await collect(ws, "summary", timeout=60)
+                await ws.close()
+            finally:
+                await server.stop()
+                await server.store.close()
+            db = redis.Redis.from_url(r.url, decode_responses=True)
+            return events, db.xrange("triage:queue:18")
+
+    events, queue = asyncio.run(main())
+    dets = [e for e in events if e["type"] == "detection"]
+    assert any(d["keyword"] == "incendie" and d["service"] == 18 for d in dets)
+    assert events[-1]["services"] == [18]
+    assert [e[1]["call_id"] for e in queue] == ["demo-fire"]
+
+
+@pytest.mark.parametrize("name, services", [("demo1_incendie.wav", [18]), ("demo3_cambriolage.wav", [17])])
+def test_replay_contract_on_bundled_calls(name, services):
+    r = subprocess.run([sys.executable, "-m", "triage.cli", "replay", str(DEMO / name), "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (line,) = [json.loads(x) for x in r.stdout.splitlines()]
+    assert set(line) == {"file", "services", "detections"} and line["services"] == services
