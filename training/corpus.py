@@ -30,7 +30,6 @@ UNKNOWN_WORDS = NEAR_MISSES + OTHER_WORDS  # what the voices say (synthesis)
 # Inflected forms of keywords: a caller saying "incendié" needs the pompiers as much as one saying
 # "incendie", and the two differ by one vowel. They are synthesized but never used as negatives.
 KEYWORD_FORMS = frozenset({"incendié", "intoxiqué", "effondré"})
-NEGATIVE_WORDS = tuple(w for w in UNKNOWN_WORDS if w not in KEYWORD_FORMS)
 
 # French call sentences with no keyword (false-alarm measurement, call filler, `_unknown_` crops).
 NO_KEYWORD_SENTENCES = (
