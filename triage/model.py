@@ -19,6 +19,7 @@ from triage.keywords import KEYWORD_SERVICE, SILENCE, UNKNOWN
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "kws12.onnx"
 MANIFEST_VERSION = 1
+MAX_BATCH = 8
 
 
 class ModelError(RuntimeError):
@@ -99,4 +100,8 @@ class KeywordModel:
             x = x[None]
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return self._session.run([self._output_name], {self._input_name: x[..., None]})[0]
+        x = x[..., None]
+        # One session call per few windows: measured on one core, 8 windows a call cost 134 µs each and
+        # 256 a call 259 µs each (the activations of big batches fall out of cache).
+        return np.concatenate([self._session.run([self._output_name], {self._input_name: x[i: i + MAX_BATCH]})[0]
+                               for i in range(0, len(x), MAX_BATCH)])
