@@ -23,6 +23,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from triage.audio import AudioError, encode, read_wav, resample
+from triage.protocol import bytes_per_sample
 
 FRAME_S = 0.02
 
@@ -50,7 +51,7 @@ def prepare(samples: np.ndarray, rate: int, encoding: str, send_rate: int) -> tu
     """Audio as the line carries it: resampled to `send_rate` and encoded; returns (bytes, bytes/sample)."""
     x = resample(samples, rate, send_rate) if rate != send_rate else samples
     data = encode(x, encoding)
-    return data, {"pcm_s16le": 2, "f32le": 4, "mulaw": 1, "alaw": 1}[encoding]
+    return data, bytes_per_sample(encoding)
 
 
 async def stream_call(url: str, data: bytes, width: int, rate: int, encoding: str, *, speed: float = 1.0,
