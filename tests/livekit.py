@@ -16,8 +16,25 @@ from websockets.asyncio.client import connect
 
 from triage.audio import encode
 from triage.embedded_redis import free_port
+from triage.model import KeywordModel
+from triage.server import ServerConfig, TriageServer
+from triage.store import RouteStore
 
 FRAME = 160  # 20 ms at 8 kHz
+
+
+def live(model_path, redis_url: str, scenario, **config):
+    """Run `scenario(server, base_ws_url)` against an in-process server on a free port."""
+    async def main():
+        server = TriageServer(KeywordModel(model_path), RouteStore(redis_url),
+                              ServerConfig(port=0, score_interval_s=0.02, **config))
+        await server.start()
+        try:
+            return await scenario(server, f"ws://127.0.0.1:{server.config.port}")
+        finally:
+            await server.stop()
+            await server.store.close()
+    return asyncio.run(main())
 
 
 def mulaw_frames(samples_8k) -> list[bytes]:

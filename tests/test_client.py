@@ -7,29 +7,18 @@ import sys
 
 import numpy as np
 import pytest
+from livekit import live
 from onnx_models import silence, tone
 
 from triage import client
 from triage.embedded_redis import EmbeddedRedis
-from triage.model import KeywordModel
-from triage.server import ServerConfig, TriageServer
-from triage.store import RouteStore
 
 CALL = np.concatenate([silence(1.0), tone(0.9), silence(2.0)])
 
 
-def with_server(model_path, tmp_path, scenario):
-    async def main():
-        with EmbeddedRedis(tmp_path / "r") as r:
-            server = TriageServer(KeywordModel(model_path), RouteStore(r.url), ServerConfig(port=0,
-                                                                                            score_interval_s=0.02))
-            await server.start()
-            try:
-                return await scenario(server, f"ws://127.0.0.1:{server.config.port}/call")
-            finally:
-                await server.stop()
-                await server.store.close()
-    return asyncio.run(main())
+def with_server(model_path, tmp_path, scenario, **config):
+    with EmbeddedRedis(tmp_path / "r") as r:
+        return live(model_path, r.url, lambda server, base: scenario(server, base + "/call"), **config)
 
 
 def test_streams_in_real_time_and_gets_the_route(loud_model_path, tmp_path):
@@ -72,19 +61,13 @@ def test_dropped_line_reconnects_and_resumes(loud_model_path, tmp_path):
 
 
 def test_refused_token_is_one_clear_error(loud_model_path, tmp_path):
-    async def main():
-        with EmbeddedRedis(tmp_path / "r") as r:
-            server = TriageServer(KeywordModel(loud_model_path), RouteStore(r.url), ServerConfig(port=0, token="x"))
-            await server.start()
-            try:
-                data, width = client.prepare(CALL, 16000, "mulaw", 8000)
-                with pytest.raises(client.CallFailed, match="HTTP 401"):
-                    await client.stream_call(f"ws://127.0.0.1:{server.config.port}/call", data, width, 8000,
-                                             "mulaw", token="wrong")
-            finally:
-                await server.stop()
-                await server.store.close()
-    asyncio.run(main())
+    data, width = client.prepare(CALL, 16000, "mulaw", 8000)
+
+    async def scenario(server, url):
+        with pytest.raises(client.CallFailed, match="HTTP 401"):
+            await client.stream_call(url, data, width, 8000, "mulaw", token="wrong")
+
+    with_server(loud_model_path, tmp_path, scenario, token="x")
 
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")

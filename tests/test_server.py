@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import redis
-from livekit import ServerProcess, collect, http_get, mulaw_frames, send_audio, start_call
+from livekit import ServerProcess, collect, http_get, live, mulaw_frames, send_audio, start_call
 from onnx_models import silence, tone
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -32,20 +32,6 @@ def rdb(redis_server):
     c.flushall()
     yield c
     c.close()
-
-
-def live(model_path, redis_url, scenario, **config):
-    """Run `scenario(server, base_ws_url)` against an in-process server on a free port."""
-    async def main():
-        server = TriageServer(KeywordModel(model_path), RouteStore(redis_url),
-                              ServerConfig(port=0, score_interval_s=0.02, **config))
-        await server.start()
-        try:
-            return await scenario(server, f"ws://127.0.0.1:{server.config.port}")
-        finally:
-            await server.stop()
-            await server.store.close()
-    return asyncio.run(main())
 
 
 def test_incendie_call_is_routed_to_18_on_socket_feed_and_redis(loud_model_path, redis_server, rdb):
