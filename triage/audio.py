@@ -6,13 +6,12 @@ take a path, and they are thin wrappers around the byte-level `parse_wav`/`encod
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import soxr
 
 ENCODINGS = ("pcm_s16le", "f32le", "mulaw", "alaw")
 TARGET_RATE = 16_000
@@ -115,80 +114,38 @@ def encode(samples: np.ndarray, encoding: str) -> bytes:
 # --- streaming resampler -----------------------------------------------------------------------
 
 class StreamResampler:
-    """Rational polyphase resampler that keeps its state across chunks.
+    """Streaming sample-rate conversion by libsoxr (python-soxr), keeping its state across chunks.
 
-    Output is zero-phase (sample m sits at input time m/out_rate), so the filter looks ahead a few
-    input samples: `feed` returns what those samples allow, `flush` the tail at the end of a stream.
-    Any chunking of the same input gives the same output.
+    `feed` returns what the filter can already produce, `flush` the tail held back for look-ahead.
+    soxr compensates its own delay, so output sample m sits at input time m/out_rate.
     """
 
-    def __init__(self, in_rate: int, out_rate: int = TARGET_RATE, taps_per_phase: int = 32):
+    def __init__(self, in_rate: int, out_rate: int = TARGET_RATE):
         if in_rate <= 0 or out_rate <= 0:
             raise AudioError(f"sample rates must be positive, got {in_rate} → {out_rate}")
-        ratio = Fraction(out_rate, in_rate)
         self.in_rate, self.out_rate = in_rate, out_rate
-        self.up, self.down = ratio.numerator, ratio.denominator
-        self._identity = self.up == self.down == 1
-        half = taps_per_phase // 2
-        # Prototype low-pass at the upsampled rate, cut below the lower Nyquist, gain `up`.
-        cutoff = 0.5 / max(self.up, self.down) * 0.92
-        n = np.arange(-half * self.up, half * self.up + 1, dtype=np.float64)
-        h = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(len(n), 8.0) * self.up
-        self._center = half * self.up  # index of n == 0 in h
-        self._h = h
-        self._taps = len(h)
-        self._buf = np.zeros(0, dtype=np.float64)  # input samples not yet fully used
-        self._buf_start = 0  # absolute input index of _buf[0]
-        self._n_in = 0
-        self._n_out = 0
-        self._lookahead = math.ceil(self._center / self.up) + 1
-
-    def _emit(self, available: int) -> np.ndarray:
-        """Outputs whose every input sample index < `available` (zeros past the stream's end)."""
-        # Output m needs inputs j with |m*down - j*up| <= center.
-        m_end = (available * self.up - self._center - 1) // self.down + 1
-        m = np.arange(self._n_out, max(m_end, self._n_out))
-        if len(m) == 0:
-            return np.zeros(0, dtype=np.float32)
-        pos = m * self.down  # position in the upsampled domain
-        j_lo = -((self._center - pos) // self.up)  # ceil((pos - center) / up)
-        n_j = self._taps // self.up + 1
-        j = j_lo[:, None] + np.arange(n_j)[None, :]
-        k = pos[:, None] - j * self.up + self._center  # index into h
-        valid = (k >= 0) & (k < self._taps) & (j >= 0)
-        idx = np.clip(j - self._buf_start, 0, len(self._buf) - 1) if len(self._buf) else np.zeros_like(j)
-        x = self._buf[idx] if len(self._buf) else np.zeros(j.shape)
-        x = np.where(valid & (j < self._n_in), x, 0.0)
-        y = np.sum(x * self._h[np.clip(k, 0, self._taps - 1)] * valid, axis=1)
-        self._n_out = int(m[-1]) + 1
-        # Drop inputs no future output needs.
-        next_j = -((self._center - self._n_out * self.down) // self.up)
-        drop = max(0, min(next_j - self._buf_start, len(self._buf)))
-        self._buf = self._buf[drop:]
-        self._buf_start += drop
-        return y.astype(np.float32)
+        self._stream = None if in_rate == out_rate else soxr.ResampleStream(
+            in_rate, out_rate, 1, dtype="float32", quality="HQ")
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
-        samples = np.asarray(samples, dtype=np.float32)
-        if self._identity:
-            self._n_in += len(samples)
+        samples = np.ascontiguousarray(samples, dtype=np.float32)
+        if self._stream is None:
             return samples.copy()
-        self._buf = np.concatenate([self._buf, samples.astype(np.float64)])
-        self._n_in += len(samples)
-        return self._emit(self._n_in - self._lookahead)
+        return self._stream.resample_chunk(samples)
 
     def flush(self) -> np.ndarray:
-        """The outputs held back for look-ahead; the stream then totals ceil(n_in * out/in) samples."""
-        if self._identity:
+        if self._stream is None:
             return np.zeros(0, dtype=np.float32)
-        total = -(-self._n_in * self.up // self.down)
-        out = self._emit(self._n_in + self._lookahead + self._taps)
-        return out[: max(0, total - (self._n_out - len(out)))]
+        return self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
 
 
 def resample(samples: np.ndarray, in_rate: int, out_rate: int = TARGET_RATE) -> np.ndarray:
-    r = StreamResampler(in_rate, out_rate)
-    return np.concatenate([r.feed(samples), r.flush()])
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if in_rate == out_rate:
+        return samples.copy()
+    if in_rate <= 0 or out_rate <= 0:
+        raise AudioError(f"sample rates must be positive, got {in_rate} → {out_rate}")
+    return soxr.resample(samples, in_rate, out_rate, quality="HQ")
 
 
 # --- WAV files ---------------------------------------------------------------------------------
