@@ -1,10 +1,12 @@
 """Reproduce the shipped models: `python -m training` (stages are cached under --data).
 
-  1. synthesize every allowed voice (training/synth.py)
-  2. augmented windows: English base set, French train set, held-out-voice evaluation set
-  3. base 8-word models: the seed CNN (baseline) and a depthwise-separable CNN (shipped)
+  1. synthesize every allowed voice saying words (training/synth.py) and running speech with keyword
+     times from speakers drawn per utterance (training/speech.py): train, dev and test splits
+  2. augmented windows: English base set, French isolated-word set, French running-speech set cut on
+     the spotter's grid (training/windows.py), held-out-voice clip evaluation set
+  3. base 8-word models: the depthwise-separable CNN (shipped) and, with --archs, the seed CNN
   4. transfer of each to 14 classes: head only, then fine-tuning
-  5. export → models/base8.onnx (seed) and models/kws12.onnx + kws12.json (DS-CNN), evaluation
+  5. export → models/base8.onnx and models/kws12.onnx + kws12.json, evaluation
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import corpus, dataset, evaluate, synth
+from training import corpus, dataset, evaluate, speech, synth, windows
 from training.voices import HELD_OUT, VOICES
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS
@@ -62,12 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, default=ROOT / "models", help="where models are written")
     ap.add_argument("--stages", type=Path, default=None, help="cache of datasets and trained models "
                                                                "(default: DATA/stages)")
-    ap.add_argument("--per-keyword", type=int, default=2500, help="training windows per keyword")
+    ap.add_argument("--per-keyword", type=int, default=1000, help="isolated-word training windows per keyword")
+    ap.add_argument("--speech-train", type=int, default=8000, help="running-speech training utterances")
+    ap.add_argument("--speech-eval", type=int, default=800, help="dev and test utterances with keywords")
+    ap.add_argument("--speech-free", type=int, default=1500, help="dev and test keyword-free utterances")
+    ap.add_argument("--speech-passes", type=int, default=2, help="augmented copies of the running speech")
+    ap.add_argument("--archs", default="ds_cnn", help="comma-separated: ds_cnn (shipped), seed (baseline)")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=6)
     ap.add_argument("--finetune-epochs", type=int, default=14, help="seed recipe fine-tuning epochs")
-    ap.add_argument("--ds-epochs", type=int, default=24, help="DS-CNN fine-tuning epochs (all layers)")
+    ap.add_argument("--ds-epochs", type=int, default=10, help="DS-CNN fine-tuning epochs (all layers)")
     ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
     ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
@@ -85,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
 
     log("stage 1: synthesis")
     synth.run(args.data, workers=args.workers)
+    speech_paths = {
+        "train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, workers=args.workers)}
+    for split in ("dev", "test"):  # calibration (dev) and figures (test): training/calibrate.py
+        speech.build(args.data, split, args.speech_eval, kokoro_share=0.2, workers=args.workers)
+        speech.build(args.data, split, args.speech_free, kokoro_share=0.05, none_share=1.0, workers=args.workers)
 
     log("stage 2: datasets")
     base_tr = cached(stages / f"base_train_{args.per_base_word}.npz", lambda: dict(zip(
@@ -93,9 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     base_ev = cached(stages / "base_eval.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_base(args.data, params, 150, True, workers=args.workers)[:2], strict=True)),
         args.rebuild)
-    kw_tr = cached(stages / f"kws_train_v{dataset.VERSION}_{args.per_keyword}.npz", lambda: dict(zip(
+    words_tr = cached(stages / f"kws_train_v{dataset.VERSION}_{args.per_keyword}.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_train(args.data, params, args.per_keyword, workers=args.workers), strict=True)),
         args.rebuild)
+    speech_tr = cached(stages / f"speech_train_{args.speech_train}x{args.speech_passes}.npz", lambda: dict(zip(
+        ("x", "y"), windows.build(speech.load(speech_paths["train"]),
+                                  dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=0,
+                                  passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
+    kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
+    log("training windows: " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(kw_tr["y"],
+                                                                      minlength=len(CLASSES)), strict=True)))
 
     def build_eval():
         ev = dataset.build_eval(args.data, params, workers=args.workers)
@@ -107,16 +126,16 @@ def main(argv: list[str] | None = None) -> int:
 
     shape = (params.window_frames, params.n_mels)
     results = {}
-    for arch in ("seed", "ds_cnn"):
+    for arch in args.archs.split(","):
         results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / arch)
 
     log("stage 5: export and model card")
-    seed, ds = results["seed"], results["ds_cnn"]
+    ds = results["ds_cnn"]
     base_path = args.models / "base8.onnx"
-    export.to_onnx(seed["base"], params, base_path)
+    export.to_onnx(ds["base"], params, base_path)
     export.write_manifest(
         base_path, name="base8", classes=list(corpus.BASE_WORDS), params=params, streaming=None,
-        thresholds=None, metrics={"held_out_voice_accuracy": seed["base_acc"], "recipe": "seed CNN"},
+        thresholds=None, metrics={"held_out_voice_accuracy": ds["base_acc"], "recipe": "DS-CNN base"},
         provenance=_provenance("en"))
     onnx_path = args.models / "kws12.onnx"
     export.to_onnx(ds["kws"], params, onnx_path)
@@ -126,8 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
-        "seed_baseline": {"head_only": _summary(seed["head"]), "fine_tuned": _summary(seed["ft"]),
-                          "base8_held_out_accuracy": seed["base_acc"], "train_seconds": seed["seconds"]},
+        **({"seed_baseline": {"head_only": _summary(r["head"]), "fine_tuned": _summary(r["ft"]),
+                              "base8_held_out_accuracy": r["base_acc"], "train_seconds": r["seconds"]}}
+           if (r := results.get("seed")) else {}),
         "keras_onnx_max_abs_delta": delta,
         "train_windows": int(len(kw_tr["y"])), "eval_windows_per_condition": int(len(ev.y)),
     }
@@ -176,7 +196,7 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     from training import models
 
     cache.mkdir(parents=True, exist_ok=True)
-    done = cache / f"result_v{dataset.VERSION}.json"
+    done = cache / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
     if done.exists() and not args.retrain:
         r = json.loads(done.read_text())
         log(f"{arch}: trained models found in {cache}")

@@ -172,15 +172,15 @@ class Augmenter:
 
     def channel(self, w: np.ndarray, snr_db: tuple[float, float] = (0, 20), noise_p: float = 0.8,
                 room_p: float = 0.35) -> np.ndarray:
-        """Room, background at a random SNR, gain, and (often) the telephone line."""
+        """Room, background at a random SNR, gain, and (often) the telephone line; any length."""
         rng = self.rng
         speech_rms = _rms(w)
         if rng.random() < room_p and self.b.rirs:
             h = self.b.rirs[rng.integers(len(self.b.rirs))]
-            w = signal.fftconvolve(w, h)[: WINDOW].astype(np.float32)
+            w = signal.fftconvolve(w, h)[: len(w)].astype(np.float32)
             w *= speech_rms / _rms(w)
         if rng.random() < noise_p and speech_rms > 1e-5:
-            n = self.background(WINDOW)
+            n = self.background(len(w))
             snr = rng.uniform(*snr_db)
             w = w + n / _rms(n) * speech_rms * 10 ** (-snr / 20)
         w = self._eq(w.astype(np.float32), TARGET_RATE)

@@ -1,9 +1,9 @@
-"""Simulated emergency calls with labels: sentences, pauses and keywords from one voice, on a phone line.
+"""Simulated emergency calls with labels, on a phone line.
 
-`python -m training.calls --voices held-out --out DIR` writes 8 kHz μ-law WAV calls and
-`labels.jsonl` (keyword start/end times, expected services) in the format `triage replay --labels`
-reads. Calls from held-out voices are the development set; calls from training voices calibrate
-thresholds, so the figures reported on held-out voices are not tuned on them.
+`speech_calls` joins running-speech sentences of held-out voices (training/speech.py) into calls and
+writes 8 kHz G.711 WAVs with `labels.jsonl` (keyword start/end times, expected services) in the format
+`triage replay --labels` reads: the dev calls set thresholds, the test calls give the figures
+(training/calibrate.py). `python -m training.calls --out DIR` writes the bundled demo calls.
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from training import synth
-from training.augment import Augmenter, Banks, _rms, make_rirs, telephone
+from training.augment import Augmenter, Banks, _rms, telephone
 from training.corpus import KEYWORD_FORMS
 from training.dataset import _split_half
 from training.voices import voices
 from triage.audio import TARGET_RATE, resample, write_wav
-from triage.keywords import KEYWORD_SERVICE, KEYWORDS
+from triage.keywords import KEYWORD_SERVICE
 
 
 def _voice_material(data: Path, voice) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray], list[np.ndarray]]:
@@ -70,46 +69,49 @@ def make_call(rng: np.random.Generator, words, sentences, fillers, keywords: lis
         t += len(gap) / TARGET_RATE
     speech = np.concatenate(pieces)
     speech = speech / (np.abs(speech).max() + 1e-9) * 0.5
-    aug = Augmenter(banks, rng)
-    noise = aug.background(len(speech))
-    active = speech[np.abs(speech) > 0.01]
-    noisy = speech + noise / _rms(noise) * _rms(active) * 10 ** (-snr_db / 20)
-    noisy = noisy / max(1.0, float(np.abs(noisy).max()) / 0.9)
-    return telephone(noisy.astype(np.float32), codec), labels
+    return degrade(speech, rng, banks, snr_db, codec), labels
 
 
-def generate(data: Path, out: Path, held_out: bool, per_voice: int = 8, seed: int = 5) -> Path:
+def speech_calls(utts: list, free: list, banks: Banks, out: Path, seed: int) -> Path:
+    """Calls of running speech: 0–2 keyword sentences among 1–4 keyword-free ones, pauses between them,
+    background noise at 5–20 dB SNR, an 8 kHz G.711 line. Writes WAVs and `labels.jsonl`."""
     out.mkdir(parents=True, exist_ok=True)
-    prompts = _split_half(synth.load_real(data, "prompts_fr"), held_out)
-    music = _split_half(synth.load_real(data, "noise"), held_out)
-    rirs = make_rirs(data / "rirs.npz")
-    banks = Banks(speech=prompts, music=music, rirs=rirs[36:] if held_out else rirs[:36])
-    rng = np.random.default_rng(seed + held_out)
+    rng = np.random.default_rng(seed)
+    order, free_order = list(rng.permutation(len(utts))), list(rng.permutation(len(free)))
     lines = []
-    vs = voices("fr", held_out=held_out)
-    for v in tqdm(vs, desc="simulated calls", unit="voice"):
-        words, sentences, fillers = _voice_material(data, v)
-        for n in range(per_voice):
-            kind = n % 4
-            if kind == 0:  # no keyword at all
-                kws = []
-            elif kind == 3:  # two services
-                a = KEYWORDS[rng.integers(len(KEYWORDS))]
-                b = rng.choice([k for k in KEYWORDS if KEYWORD_SERVICE[k] != KEYWORD_SERVICE[a]])
-                kws = [a, str(b)]
-            else:
-                kws = [KEYWORDS[rng.integers(len(KEYWORDS))]]
-            kws = [k for k in kws if k in words]
-            duration = float(rng.uniform(10, 40))
-            audio, labels = make_call(rng, words, sentences, fillers, kws, duration, banks,
-                                      snr_db=float(rng.uniform(5, 20)), codec="mulaw" if n % 2 else "alaw")
-            name = f"{v.id.replace(':', '_').replace('+', '-')}_{n:02d}.wav"
-            write_wav(out / name, resample(audio, TARGET_RATE, 8000), 8000, "mulaw")
-            lines.append({"file": name, "voice": v.id,
-                          "services": sorted({KEYWORD_SERVICE[k["keyword"]] for k in labels}), "keywords": labels})
+    n = 0
+    while order:
+        k = 0 if n % 7 == 6 else (2 if n % 4 == 3 else 1)
+        parts = [utts[order.pop()] for _ in range(min(k, len(order)))]
+        parts += [free[free_order.pop()] for _ in range(int(rng.integers(1, 5))) if free_order]
+        rng.shuffle(parts)
+        pieces, labels, t = [], [], float(rng.uniform(0.3, 1.0))
+        pieces.append(np.zeros(int(t * TARGET_RATE), np.float32))
+        for u in parts:
+            labels += [{"keyword": kw, "start": round(t + s, 3), "end": round(t + e, 3)} for kw, s, e in u.words]
+            gap = np.zeros(int(rng.uniform(0.3, 1.5) * TARGET_RATE), np.float32)
+            pieces += [u.audio * rng.uniform(0.5, 1.0), gap]
+            t += (len(u.audio) + len(gap)) / TARGET_RATE
+        audio = degrade(np.concatenate(pieces), rng, banks, float(rng.uniform(5, 20)),
+                        "mulaw" if n % 2 else "alaw")
+        name = f"call{n:04d}.wav"
+        write_wav(out / name, resample(audio, TARGET_RATE, 8000), 8000, "mulaw" if n % 2 else "alaw")
+        lines.append({"file": name, "voices": [u.speaker for u in parts],
+                      "services": sorted({KEYWORD_SERVICE[k["keyword"]] for k in labels}), "keywords": labels})
+        n += 1
     path = out / "labels.jsonl"
     path.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def degrade(speech: np.ndarray, rng: np.random.Generator, banks: Banks, snr_db: float, codec: str) -> np.ndarray:
+    """Background noise at `snr_db` against the speech's active level, then the phone line (16 kHz out)."""
+    noise = Augmenter(banks, rng).background(len(speech))
+    active = speech[np.abs(speech) > 0.01]
+    level = _rms(active) if len(active) else 0.05
+    noisy = speech + noise / _rms(noise) * level * 10 ** (-snr_db / 20)
+    noisy = noisy / max(1.0, float(np.abs(noisy).max()) / 0.9)
+    return telephone(noisy.astype(np.float32), codec)
 
 
 # The bundled demo calls (triage/demo_calls): one per service and one for two services.
@@ -139,15 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.calls", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent / "data")
-    ap.add_argument("--voices", choices=["held-out", "training"], default="held-out")
-    ap.add_argument("--per-voice", type=int, default=8)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--demo", action="store_true", help="write the bundled demo calls instead")
     args = ap.parse_args(argv)
-    if args.demo:
-        print("\n".join(map(str, make_demo_calls(args.data, args.out))))
-        return 0
-    print(generate(args.data, args.out, args.voices == "held-out", args.per_voice))
+    print("\n".join(map(str, make_demo_calls(args.data, args.out))))
     return 0
 
 

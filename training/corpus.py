@@ -112,3 +112,64 @@ def noise_recordings() -> list[Path]:
     """Hold music, rings and alarms for background noise."""
     return (_package_files("asterisk-moh-opsound-wav", (".wav",))
             + _package_files("sound-theme-freedesktop", (".oga", ".ogg", ".wav")))
+
+
+# --- running speech: what a caller says around a keyword ----------------------------------------
+# A caller's sentence is a prefix, the keyword with its article, and a suffix, with hesitations,
+# repetitions, addresses and numbers mixed in. PREFIXES × SUFFIXES alone gives 24 × 16 = 384 frames.
+PREFIXES = (
+    "Allô, il y a", "Allô, allô, vite, il y a", "Venez vite, c'est", "Je crois que c'est",
+    "Je vous appelle parce qu'il y a", "Oui bonjour, je signale", "Au secours, il y a",
+    "Madame, il y a eu", "Monsieur, je pense que c'est", "C'est pour", "Euh, il y a eu",
+    "Mon voisin me dit qu'il y a", "On a", "Je viens de voir", "Attendez, euh, c'est",
+    "Il faut venir, il y a", "J'appelle pour", "Dépêchez-vous, c'est", "Au quatrième étage, il y a",
+    "Ma mère pense que c'est", "Dans la rue, il y a", "Vite, vite, c'est", "Bonsoir, je crois qu'il y a",
+    "Pardon, je répète, c'est",
+)
+SUFFIXES = (
+    "", "au deuxième étage.", "chez ma voisine.", "venez vite s'il vous plaît.",
+    "au douze rue Victor Hugo.", "dans l'immeuble en face.", "je ne sais pas quoi faire.",
+    "c'est au quarante-deux avenue de la République.", "il y a des enfants ici.", "depuis dix minutes.",
+    "euh, dans le bâtiment B.", "à côté de la boulangerie.", "je suis toute seule.",
+    "mon code c'est quatre cinq deux huit.", "on a besoin d'aide.", "dans le parking du centre commercial.",
+)
+HESITATIONS = ("euh", "heu, attendez", "enfin", "comment dire", "oui", "voilà")
+# Non-keyword phrases in the keyword's place: near-misses in context and ordinary call words.
+NEUTRAL_PHRASES = (
+    "le volet qui claque", "le volume de la télé", "un volant cassé", "de la volaille", "du gazon brûlé",
+    "une gazelle", "un petit incident", "un homme agressif", "une personne malade", "un violon",
+    "un électricien", "un problème électronique", "une galerie", "de la brume", "un voisin",
+    "une voiture mal garée", "un enfant qui pleure", "un escalier glissant", "une fenêtre ouverte",
+    "une dame âgée", "un chien perdu", "un accident de vélo", "une fuite d'eau", "beaucoup de bruit",
+    "une porte fermée", "un ascenseur bloqué", "de la fumée de barbecue", "un docteur", "un monsieur tombé",
+    "une réunion", "un colis", "la malle de ma voiture", "la cambrousse",
+)
+
+
+def sentence_segments(rng, keywords: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    """One caller sentence as (text, keyword or None) segments; keyword-free when `keywords` is empty.
+
+    The keyword segment is the keyword alone, so its start and end can be timed; its article is the
+    end of the previous segment.
+    """
+    def pick(seq):
+        return seq[int(rng.integers(len(seq)))]
+
+    segs: list[tuple[str, str | None]] = []
+    prefix = pick(PREFIXES)
+    if rng.random() < 0.25:
+        prefix = f"{prefix}, {pick(HESITATIONS)},"
+    if not keywords:
+        segs.append((f"{prefix} {pick(NEUTRAL_PHRASES)}", None))
+        if rng.random() < 0.5:
+            segs.append((f"et {pick(NEUTRAL_PHRASES)}", None))
+    for i, kw in enumerate(keywords):
+        article, word = ARTICLE[kw].rsplit(" ", 1)
+        lead = prefix if i == 0 else pick(("et aussi", "et puis", "et en plus", "avec", "mais surtout"))
+        segs += [(f"{lead} {article}", None), (word, kw)]
+        if rng.random() < 0.15:  # the caller repeats it
+            segs += [(f", oui, {article}", None), (word, kw)]
+    suffix = pick(SUFFIXES)
+    if suffix:
+        segs.append((suffix, None))
+    return segs

@@ -118,6 +118,7 @@ def _catalogue() -> tuple[Voice, ...]:
     v: list[Voice] = []
     for name in ("fr1", "fr2", "fr3", "fr5", "fr6", "ca1"):
         v.append(Voice(f"mbrola:{name}", "mbrola", "fr", f"mb-{name}"))
+    v.append(Voice("espeak:fr", "espeak", "fr", "fr"))  # the default voice, which `triage call --say` may use
     for variant in ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt2", "klatt4"):
         v.append(Voice(f"espeak:fr+{variant}", "espeak", "fr", f"fr+{variant}"))
     for a in KOKORO_STYLES:
@@ -137,9 +138,12 @@ def _catalogue() -> tuple[Voice, ...]:
 
 VOICES: tuple[Voice, ...] = _catalogue()
 
-# Whole voices never used for training: the validation split, one of each kind.
-HELD_OUT: frozenset[str] = frozenset({
-    "mbrola:fr6", "espeak:fr+m6", "espeak:fr+f4", "kokoro:jf_nezumi", "kokoro:jf_nezumi+jm_kumo",
+# Whole voices never used for training. DEV sets thresholds and smoothing; TEST gives the figures.
+DEV_VOICES: frozenset[str] = frozenset({
+    "mbrola:fr5", "espeak:fr+m6", "espeak:fr+f4", "kokoro:jf_nezumi", "kokoro:jf_nezumi+jm_kumo",
+})
+TEST_VOICES: frozenset[str] = frozenset({"mbrola:fr6", "espeak:fr+m7", "espeak:fr+f5"})
+HELD_OUT: frozenset[str] = DEV_VOICES | TEST_VOICES | frozenset({
     "mbrola:us3", "espeak:en-us+f2", "flite:rms", "kokoro-en:jf_nezumi",
 })
 

@@ -1,0 +1,65 @@
+"""Running-speech synthesis: speaker splits, sentence plans, and keyword times from a real engine."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import corpus, speech
+from triage.keywords import KEYWORDS
+
+
+def test_style_families_never_straddle_splits():
+    families = {split: {name[0] for name in names} for split, names in speech.KOKORO_STYLES.items()}
+    assert not families["train"] & families["dev"]
+    assert not families["train"] & families["test"]
+    assert not families["dev"] & families["test"]
+    for table in (speech.MBROLA, speech.ESPEAK):
+        assert not set(table["train"]) & (set(table["dev"]) | set(table["test"]))
+        assert not set(table["dev"]) & set(table["test"])
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_held_out_speakers_use_only_their_split(split):
+    rng = np.random.default_rng(0)
+    allowed = set(speech.KOKORO_STYLES[split])
+    for _ in range(50):
+        sp = speech.draw_speaker(rng, split, "kokoro")
+        assert {p.split("*")[0] for p in sp.spec.split("+")} <= allowed
+        assert speech.draw_speaker(rng, split, "mbrola").spec.removeprefix("mb-") in speech.MBROLA[split]
+        assert sp.gender_shift is None
+
+
+def test_plan_covers_every_keyword_and_keyword_free_sentences():
+    jobs = speech.plan("train", 600, seed=0, kokoro_share=0.2)
+    said = [kw for _, _, segs in jobs for _, kw in segs if kw]
+    assert set(said) == set(KEYWORDS)
+    counts = np.array([said.count(k) for k in KEYWORDS])
+    assert counts.min() > 0.7 * counts.mean()
+    free = [segs for _, _, segs in jobs if not any(kw for _, kw in segs)]
+    assert 0.08 < len(free) / len(jobs) < 0.25
+    assert speech.plan("train", 600, seed=0, kokoro_share=0.2)[5][2] == jobs[5][2]  # reproducible
+
+
+def test_keyword_free_sentences_name_no_keyword():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        text = " ".join(t for t, _ in corpus.sentence_segments(rng, ())).lower()
+        words = set(text.replace(",", " ").replace(".", " ").split())
+        assert not words & set(KEYWORDS), text
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_espeak_keyword_times_hold_the_keyword(tmp_path):
+    sp = speech.Speaker("espeak:fr", "espeak", "fr", 1.0, 50)
+    segs = [("Allô, il y a un", None), ("incendie", "incendie"), ("au deuxième étage.", None)]
+    u = speech.speak(Path(tmp_path), sp, segs)
+    (kw, start, end), = u.words
+    assert kw == "incendie"
+    duration = len(u.audio) / 16000
+    # The keyword sits inside the sentence, after "Allô, il y a un" and before "au deuxième étage".
+    assert 0.4 < start < end < duration - 0.4
+    assert 0.25 < end - start < 1.0
+    seg = u.audio[int(start * 16000): int(end * 16000)]
+    assert np.sqrt(np.mean(seg ** 2)) > 0.02

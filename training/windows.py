@@ -1,0 +1,101 @@
+"""Stage 2b: labelled windows cut from running speech exactly as the live spotter sees it.
+
+Each utterance is set between other speech or pauses, passed through a room, background noise and
+(often) the telephone line as a whole, turned into log-mel frames by the serving frontend, and cut on
+the spotter's 100 ms grid at a random offset. A window is:
+- the keyword, when the whole keyword lies inside it (or, for a keyword longer than the window, when
+  the window is filled by it);
+- `_unknown_`, when it holds at most a sliver of any keyword;
+- left out (masked) when it holds part of a keyword: neither the keyword yet nor a fair negative.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import numpy as np
+from tqdm import tqdm
+
+from training.augment import Augmenter, Banks
+from training.speech import Utterance
+from triage.features import FeatureParams, LogMel
+from triage.keywords import CLASSES, UNKNOWN
+
+KEYWORD_SHARE = 0.92  # of the keyword inside the window to call the window that keyword
+SLIVER = 0.15  # at most this share (and 150 ms) of a keyword inside a window that is `_unknown_`
+HOP_S = 0.1  # the spotter's scoring grid
+
+
+def window_label(start: float, length: float, words: list[tuple[str, float, float]]) -> str | None:
+    """The label of the window [start, start + length) given keyword times; None when masked."""
+    stop = start + length
+    found = None
+    for kw, s, e in words:
+        overlap = max(0.0, min(stop, e) - max(start, s))
+        dur = max(e - s, 1e-3)
+        if overlap / dur >= KEYWORD_SHARE or overlap >= 0.9 * length:
+            if found is not None:
+                return None  # two whole keywords in one window: no single right answer
+            found = kw
+        elif overlap / dur > SLIVER or overlap > 0.15:
+            return None
+    return found or UNKNOWN
+
+
+_STATE: dict = {}
+
+
+def _init(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int, unknown_per_utt: int):
+    _STATE.update(utts=utts, banks=banks, params=params, extractor=LogMel(params), seed=seed,
+                  unknown_per_utt=unknown_per_utt)
+
+
+def _context(aug: Augmenter, rng: np.random.Generator, rate: int) -> np.ndarray:
+    """What comes before or after a sentence in a call: a pause, or other speech after a pause."""
+    pause = np.zeros(int(rng.uniform(0.05, 0.8) * rate), np.float32)
+    if rng.random() < 0.5:
+        return pause
+    piece = aug._speech_piece(int(rng.uniform(0.3, 1.5) * rate))
+    piece = piece / (np.abs(piece).max() + 1e-9) * rng.uniform(0.3, 0.8)
+    return np.concatenate([piece, pause]) if rng.random() < 0.5 else np.concatenate([pause, piece])
+
+
+def _windows(i: int) -> list[tuple[np.ndarray, str]]:
+    utt: Utterance = _STATE["utts"][i]
+    p: FeatureParams = _STATE["params"]
+    rng = np.random.default_rng((_STATE["seed"], i))
+    aug = Augmenter(_STATE["banks"], rng)
+    rate = p.sample_rate
+    before, after = _context(aug, rng, rate), _context(aug, rng, rate)
+    x = np.concatenate([before, utt.audio * rng.uniform(0.4, 1.0), after]).astype(np.float32)
+    x = aug.channel(x)
+    frames = _STATE["extractor"].frames(x)
+    shift = len(before) / rate
+    words = [(k, s + shift, e + shift) for k, s, e in utt.words]
+    hop = round(HOP_S * rate / p.hop_length)
+    length = p.window_samples / rate
+    keyword, unknown = [], []
+    for f in range(int(rng.integers(hop)), len(frames) - p.window_frames + 1, hop):
+        label = window_label(f * p.hop_length / rate, length, words)
+        if label is None:
+            continue
+        (unknown if label == UNKNOWN else keyword).append((frames[f: f + p.window_frames], label))
+    n = min(len(unknown), _STATE["unknown_per_utt"])
+    picked = [unknown[j] for j in rng.choice(len(unknown), size=n, replace=False)] if n else []
+    return keyword + picked
+
+
+def build(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int, passes: int = 2,
+          unknown_per_utt: int = 3, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """(X (N, frames, mels) float16, y class indices) from `passes` differently augmented copies."""
+    tasks = list(range(len(utts)))
+    xs, ys = [], []
+    for k in range(passes):
+        with mp.get_context("fork").Pool(workers, initializer=_init,
+                                         initargs=(utts, banks, params, (seed, k), unknown_per_utt)) as pool:
+            for out in tqdm(pool.imap(_windows, tasks, chunksize=16), total=len(tasks),
+                            desc=f"running-speech windows, pass {k + 1}/{passes}", unit="utt"):
+                for frames, label in out:
+                    xs.append(frames.astype(np.float16))
+                    ys.append(CLASSES.index(label))
+    return np.stack(xs), np.array(ys, dtype=np.int64)
