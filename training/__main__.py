@@ -23,7 +23,7 @@ import numpy as np
 from training import corpus, dataset, evaluate, speech, synth, windows
 from training.voices import HELD_OUT, VOICES
 from triage.features import FeatureParams
-from triage.keywords import CLASSES, KEYWORDS
+from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,9 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speech-free", type=int, default=1500, help="dev and test keyword-free utterances")
     ap.add_argument("--speech-passes", type=int, default=2, help="augmented copies of the running speech")
     ap.add_argument("--archs", default="ds_cnn", help="comma-separated: ds_cnn (shipped), seed (baseline)")
+    ap.add_argument("--mining-rounds", type=int, default=1, help="hard-negative mining rounds after training")
+    ap.add_argument("--mining-epochs", type=int, default=3)
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
-    ap.add_argument("--head-epochs", type=int, default=6)
+    ap.add_argument("--head-epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=14, help="seed recipe fine-tuning epochs")
     ap.add_argument("--ds-epochs", type=int, default=10, help="DS-CNN fine-tuning epochs (all layers)")
     ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
@@ -98,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         speech.build(args.data, split, args.speech_eval, kokoro_share=0.2, workers=args.workers)
         speech.build(args.data, split, args.speech_free, kokoro_share=0.05, none_share=1.0, workers=args.workers)
 
+    stage_seconds = {"synthesis": round(time.time() - t0)}
     log("stage 2: datasets")
     base_tr = cached(stages / f"base_train_{args.per_base_word}.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_base(args.data, params, args.per_base_word, False, workers=args.workers)[:2],
@@ -124,13 +127,21 @@ def main(argv: list[str] | None = None) -> int:
     ev = dataset.EvalSet(x={c: ev_arrays[f"x_{c}"] for c in dataset.CONDITIONS}, y=ev_arrays["y"],
                          voice=list(ev_arrays["voice"]), near_miss=ev_arrays["near_miss"])
 
+    stage_seconds["windows"] = round(time.time() - t0 - stage_seconds["synthesis"])
     shape = (params.window_frames, params.n_mels)
     results = {}
     for arch in args.archs.split(","):
         results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / arch)
 
-    log("stage 5: export and model card")
     ds = results["ds_cnn"]
+    if args.mining_rounds:
+        train_utts = speech.load(speech_paths["train"])
+        banks = dataset.load_pools(args.data, "fr", held_out=False).banks
+        for rnd in range(1, args.mining_rounds + 1):
+            ds = mine_round(ds, rnd, args, kw_tr, ev, train_utts, banks, params, stages / "ds_cnn")
+    stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
+
+    log("stage 5: export and model card")
     base_path = args.models / "base8.onnx"
     export.to_onnx(ds["base"], params, base_path)
     export.write_manifest(
@@ -149,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                               "base8_held_out_accuracy": r["base_acc"], "train_seconds": r["seconds"]}}
            if (r := results.get("seed")) else {}),
         "keras_onnx_max_abs_delta": delta,
+        "stage_seconds": stage_seconds,
+        "hard_negative_mining": ds.get("mining", []),
         "train_windows": int(len(kw_tr["y"])), "eval_windows_per_condition": int(len(ev.y)),
     }
     export.write_manifest(onnx_path, name="kws12", classes=list(CLASSES), params=params,
@@ -220,7 +233,7 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     else:
         body.trainable = True
         seconds["finetune"] = round(fit(kws, kw_tr["x"], kw_tr["y"], args.ds_epochs, 2e-3,
-                                        "ds_cnn fine-tune all layers", schedule=True))
+                                        "ds_cnn fine-tune all layers", batch=128, schedule=True))
     ft = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"{arch} fine-tuned", ft)
     kws.save(cache / "kws.keras")
@@ -229,6 +242,38 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     # Transfer shares the base's layers, so `base` now holds fine-tuned weights: the base model itself
     # is the copy saved right after its own training.
     return {**r, "base": keras.saving.load_model(cache / "base.keras"), "kws": kws}
+
+
+def mine_round(ds: dict, rnd: int, args, kw_tr, ev, utts, banks, params, cache: Path) -> dict:
+    """One round of hard-negative mining on the training speech, then a short fine-tuning (cached)."""
+    import keras
+
+    from training import mining
+
+    path, info_path = cache / f"kws_mined{rnd}.keras", cache / f"mined{rnd}.json"
+    if path.exists() and info_path.exists() and not args.retrain:
+        log(f"mining round {rnd}: found in {cache}")
+        info = json.loads(info_path.read_text())
+        return {**ds, "kws": keras.saving.load_model(path), "ft": info.pop("ft"),
+                "mining": ds.get("mining", []) + [info]}
+    t = time.time()
+    x, y = windows.build(utts, banks, params, seed=100 + rnd, passes=1, unknown_per_utt=10**6,
+                         workers=args.workers)
+    pool = x[y == CLASSES.index(UNKNOWN)]
+    kws = ds["kws"]
+    idx = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool)
+    log(f"mining round {rnd}: {len(idx)} of {len(pool)} keyword-free training windows score ≥ 0.2 on a keyword")
+    train = mining.with_negatives(kw_tr, pool[idx])
+    fit(kws, train["x"], train["y"], args.mining_epochs, 3e-4, f"mining round {rnd} fine-tune", batch=128,
+        schedule=True)
+    after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
+    ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
+    _log_report(f"after mining round {rnd}", ft)
+    info = {"round": rnd, "pool_windows": int(len(pool)), "mined": int(len(idx)),
+            "mined_still_above_0.2": int(len(after)), "seconds": round(time.time() - t)}
+    kws.save(path)
+    info_path.write_text(json.dumps({**info, "ft": ft}))
+    return {**ds, "kws": kws, "ft": ft, "mining": ds.get("mining", []) + [info]}
 
 
 def _provenance(lang: str) -> dict:

@@ -263,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "kws12.onnx")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--target-fa-per-hour", type=float, default=0.5)
+    ap.add_argument("--baseline", type=Path, default=None,
+                    help="an earlier model (.onnx + manifest) measured on the same test material, for comparison")
     args = ap.parse_args(argv)
     t0 = time.time()
     model = KeywordModel(args.model)
@@ -293,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         "material": "test voices (never trained on, nothing tuned on them): running-speech calls (8 kHz G.711, "
                     "noise 5-20 dB), keyword-free speech of the same voices, the held-out 25% of the real prompts",
         **report}
+    if args.baseline:
+        manifest["metrics"]["streaming_test"]["baseline"] = {
+            "model": args.baseline.name, **evaluate_test(KeywordModel(args.baseline), test_dir, test_neg)}
     mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps({k: v for k, v in report.items() if k != "per_keyword"}, indent=1, ensure_ascii=False))
     print(f"calibrated and evaluated in {time.time() - t0:.0f} s; thresholds written to {mpath}")

@@ -61,7 +61,8 @@ def make_call(rng: np.random.Generator, words, sentences, fillers, keywords: lis
             t += len(clip) / TARGET_RATE
             nxt = next(kw_iter, None)
         else:
-            s = sentences[rng.integers(len(sentences))] if rng.random() < 0.8 else fillers[rng.integers(len(fillers))]
+            s = (sentences[rng.integers(len(sentences))] if sentences and rng.random() < 0.8
+                 else fillers[rng.integers(len(fillers))])
             pieces.append(s)
             t += len(s) / TARGET_RATE
         gap = silence(rng.uniform(0.25, 0.9))

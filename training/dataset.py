@@ -25,7 +25,7 @@ from triage.keywords import CLASSES, KEYWORDS, SILENCE, UNKNOWN
 
 CONDITIONS = ("clean", "phone", "room")
 # Bump when what goes into the windows changes: cached datasets and trained models are keyed by it.
-VERSION = 2
+VERSION = 3
 
 
 @dataclass
@@ -143,7 +143,7 @@ def build_train(data: Path, params: FeatureParams, per_keyword: int, seed: int =
     """Augmented French training windows: (X (N, frames, mels) float16, y class indices)."""
     pools = load_pools(data, "fr", held_out=False)
     labels = [k for k in KEYWORDS for _ in range(per_keyword)]
-    labels += [UNKNOWN] * (per_keyword * 5) + [SILENCE] * per_keyword
+    labels += [UNKNOWN] * (per_keyword * 5) + [SILENCE] * (per_keyword * 3)
     out = _run(_train_example, list(enumerate(labels)), pools, params, seed, workers, "augmenting train windows")
     x = np.stack([f for f, _ in out]).astype(np.float16)
     y = np.array([CLASSES.index(lbl) for _, lbl in out], dtype=np.int64)

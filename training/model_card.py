@@ -29,7 +29,7 @@ def main(models: Path = ROOT / "models") -> int:
     evals = json.loads((models / "kws12_eval.json").read_text(encoding="utf-8"))
     base8 = json.loads((models / "base8.json").read_text(encoding="utf-8"))
     m, prov = manifest["metrics"], manifest["provenance"]
-    shipped, seed = m["shipped"], m["seed_baseline"]
+    shipped = m["shipped"]
     ft = evals["ds_cnn"]["fine_tuned"]["conditions"]
     out = [
         "# kws12 — the triage keyword model",
@@ -39,29 +39,68 @@ def main(models: Path = ROOT / "models") -> int:
         "",
         "> **Every keyword example used to train and evaluate this model is synthetic speech.** "
         "No recording of a real person saying a keyword was available. The figures below are measured on "
-        "*synthetic voices held out from training*, under simulated phone conditions. Expect real callers, "
+        "*synthetic voices never used in training*, under simulated phone conditions. Expect real callers, "
         "real phone lines and real stress to do worse until the model is checked on real calls.",
         "",
         f"- Architecture: {m['architecture']}; ONNX (opset 17), input `[batch, "
-        f"{manifest['features']['window_samples'] // manifest['features']['hop_length'] - 2}, "
-        f"{manifest['features']['n_mels']}, 1]` log-mel dB.",
+        f"{manifest['input']['shape'][1]}, {manifest['features']['n_mels']}, 1]` log-mel dB.",
         f"- Features: {json.dumps(manifest['features'])}",
+        f"- Streaming: {json.dumps(manifest['streaming'])}",
         f"- Classes, in output order: {', '.join(manifest['classes'])}",
-        f"- Training windows: {m['train_windows']:,} (augmented); evaluation windows per condition: "
-        f"{m['eval_windows_per_condition']:,}.",
-        f"- Training time on 2 CPU cores (s): DS-CNN {shipped['train_seconds']}, seed {seed['train_seconds']}; "
-        "voice synthesis and augmentation come before (see the README).",
+        f"- Training windows: {m['train_windows']:,} (isolated words and running speech cut on the spotter's "
+        f"100 ms grid, augmented); clip evaluation windows per condition: {m['eval_windows_per_condition']:,}.",
+        f"- Stage times on 2 CPU cores (s): {json.dumps(m.get('stage_seconds', {}))}; "
+        f"training (s): {shipped['train_seconds']}.",
+        f"- Hard-negative mining: {json.dumps(m.get('hard_negative_mining', []))}",
         f"- Keras vs ONNX max |Δ| on 256 windows: {m['keras_onnx_max_abs_delta']:.1e}.",
         "",
-        "## Held-out voices",
+    ]
+    cal, ev = m.get("calibration"), m.get("streaming_test")
+    if cal and ev:
+        f = ev["keyword_free_speech"]
+        out += [
+            "## Running speech on voices never heard (the figures that matter)",
+            "",
+            "Operating point chosen on the **dev** voices, figures measured on other **test** voices "
+            "that set nothing (no threshold, no smoothing, no early stopping, no model choice).",
+            "",
+            f"- Dev: {cal['material']}; {cal['keyword_free_hours']} h keyword-free. {cal['method']}; "
+            f"smoothing chosen: {cal['smoothing']} windows.",
+            f"- Test: {ev['material']}.",
+            "",
+            "| live core on the test voices | this model |" + (" previous model |" if "baseline" in ev else ""),
+            "|---|---|" + ("---|" if "baseline" in ev else ""),
+        ]
+        rows = [("calls", lambda e: str(e["simulated_calls"]["calls"])),
+                ("route exact match", lambda e: pct(e["simulated_calls"]["route_exact_match"])),
+                ("keyword recall", lambda e: f"{pct(e['simulated_calls']['keyword_recall'])} of "
+                                             f"{e['simulated_calls']['keywords']}"),
+                ("false alarms per hour, keyword-free speech",
+                 lambda e: f"{e['keyword_free_speech']['false_alarms_per_hour']:.2f} "
+                           f"({e['keyword_free_speech']['false_alarms']} in {e['keyword_free_speech']['hours']} h)"),
+                ("false detections inside the calls", lambda e: str(e["simulated_calls"]["false_alarms"])),
+                ("detection latency after the word ends, p50 / p95",
+                 lambda e: f"{e['simulated_calls']['latency_p50_s'] * 1000:.0f} ms / "
+                           f"{e['simulated_calls']['latency_p95_s'] * 1000:.0f} ms")]
+        for name, fn in rows:
+            out.append(f"| {name} | {fn(ev)} |" + (f" {fn(ev['baseline'])} |" if "baseline" in ev else ""))
+        by_kw = json.dumps(f["false_alarms_by_keyword"], ensure_ascii=False)
+        out += ["", f"False alarms by keyword (test keyword-free speech): {by_kw}.", "",
+                "| keyword | threshold | dev recall | test recall | test instances "
+                "| test false alarms (all material) | test latency p95 |", "|---|---|---|---|---|---|---|"]
+        for kw, d in ev["per_keyword"].items():
+            lat = "–" if d["latency_p95_s"] is None else f"{d['latency_p95_s'] * 1000:.0f} ms"
+            out.append(f"| {kw} | {d['threshold']} | {pct(cal['dev_recall'].get(kw))} | {pct(d['recall'])} | "
+                       f"{d['instances']} | {d['false_alarms']} | {lat} |")
+        out += ["", "![miss rate against false alarms per hour, per keyword, on the test voices](kws12_det.png)", ""]
+    out += [
+        "## Isolated clips on held-out voices",
         "",
         f"Voices never used in training: {', '.join(prov['held_out_voices'])}. Noise, music and real "
         "prompts used in evaluation come from a 25 % split of the recordings kept out of training.",
         "",
         "Conditions: **clean** 16 kHz; **phone** μ-law 8 kHz + babble at 10 dB SNR; **room** room "
         "impulse response + music at 5 dB SNR, A-law 8 kHz.",
-        "",
-        "## Shipped model (DS-CNN, transfer from the 8-word English base, all layers fine-tuned)",
         "",
         *condition_table(shipped["fine_tuned"]),
         "",
@@ -75,53 +114,11 @@ def main(models: Path = ROOT / "models") -> int:
         out.append(f"| {v} | " + " | ".join(pct(ft[c]["per_voice"][v]) for c in ft) + " |")
     out += ["", "Per class (phone condition):", "", "| class | accuracy |", "|---|---|"]
     out += [f"| {c} | {pct(ft['phone']['per_class'].get(c))} |" for c in CLASSES]
-    out += [
-        "",
-        "![confusion matrices](kws12_confusion.png)",
-        "",
-        "## Baseline: the seed recipe",
-        "",
-        "Seed CNN (Resizing 32×32 → Conv 32 → Conv 64 → MaxPool → Dense 128 → Dense), base trained on the 8 "
-        f"English words (held-out-voice accuracy {pct(base8['metrics']['held_out_voice_accuracy'])}), "
-        "then transferred as the seed did it.",
-        "",
-        "Head only (base frozen):",
-        "",
-        *condition_table(seed["head_only"]),
-        "",
-        "Fine-tuned (conv2 + dense + head):",
-        "",
-        *condition_table(seed["fine_tuned"]),
-        "",
-        "The shipped model's own head-only stage, for comparison:",
-        "",
-        *condition_table(shipped["head_only"]),
-        "",
-        f"Training seconds — seed: {seed['train_seconds']}; DS-CNN: {shipped['train_seconds']}.",
-    ]
-    cal = m.get("calibration")
-    if cal:
-        out += ["", "## Streaming thresholds", "", cal["method"] + ".", "",
-                f"Calibration material: {cal['material']} ({cal['negative_hours']} h without keywords).", "",
-                "| keyword | threshold | recall (calibration) | false alarms (calibration) |", "|---|---|---|---|"]
-        for kw, d in cal["per_keyword"].items():
-            out.append(f"| {kw} | {d['threshold']} | {pct(d['recall'])} | {d['false_alarms']} |")
-    ev = m.get("streaming_held_out")
-    if ev:
-        c, r = ev["simulated_calls"], ev["real_prompts"]
-        out += ["", "## Live core on held-out material", "", ev["material"] + ".", "",
-                "| metric | value |", "|---|---|",
-                f"| calls | {c['calls']} |",
-                f"| route exact match | {pct(c['route_exact_match'])} |",
-                f"| keyword recall | {pct(c['keyword_recall'])} ({c['keywords']} keywords) |",
-                f"| false alarms in simulated calls | {c['false_alarms']} in {c['keyword_free_hours']:.2f} h "
-                f"({c['false_alarms_per_hour']:.1f} /h) |",
-                f"| false alarms in real prompts | {r['false_alarms']} in {r['hours']:.2f} h "
-                f"({r['false_alarms_per_hour']:.1f} /h; words: {', '.join(r['false_alarm_words']) or 'none'}) |",
-                f"| detection latency after the word ends, p50 / p95 | {c['latency_p50_s'] * 1000:.0f} ms / "
-                f"{c['latency_p95_s'] * 1000:.0f} ms |",
-                "", "With well under an hour of keyword-free speech, a false-alarm rate of 0.5/h cannot be "
-                "demonstrated: zero false alarms in 0.3 h only bounds the rate below about 10/h (95 %)."]
+    out += ["", "![confusion matrices](kws12_confusion.png)", "",
+            "Head-only stage (base frozen), for comparison:", "", *condition_table(shipped["head_only"]), "",
+            f"Base 8-word English model, held-out-voice accuracy: {pct(base8['metrics']['held_out_voice_accuracy'])}."]
+    if "seed_baseline" in m:
+        out += ["", "Seed recipe baseline (fine-tuned):", "", *condition_table(m["seed_baseline"]["fine_tuned"])]
     out += ["", "## Data provenance", ""] + [f"- **{k}**: {v if isinstance(v, str) else ', '.join(v)}"
                                             for k, v in prov.items()]
     out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()), ""]

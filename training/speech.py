@@ -4,11 +4,11 @@ Speakers are drawn per utterance from a split's pools, so the voices form a cont
 fixed list: MBROLA and espeak-ng voices at random speed and pitch (some through Praat's "Change
 gender"), and Kokoro style vectors of the npm voice pack blended at random weights, speed varied.
 
-Keyword times:
-- Kokoro: the model's own per-phoneme durations (the graph's rounded duration predictions, exposed as
-  a second output), summed up to the keyword's first and last phoneme;
-- espeak-ng / MBROLA: the sentence's prefix up to the keyword, and up to its end, synthesized alone
-  and trimmed: their lengths are the keyword's start and end in the whole sentence.
+Keyword times come from each engine's own timing, never from guessing:
+- Kokoro: the model's per-phoneme durations (the graph's rounded duration predictions, exposed as a
+  second output), summed up to the keyword's first and last phoneme;
+- MBROLA: the phoneme durations espeak-ng hands to MBROLA (`--pho`);
+- espeak-ng's own voices: SSML marks around the keyword, whose audio positions libespeak-ng reports.
 
 Output: `<data>/speech/<split>-<n>.npz` chunks (16 kHz float32 utterances, text, speaker, keyword
 times as JSON). `python -m training.speech --split train --count 2000` builds one split.
@@ -17,6 +17,7 @@ times as JSON). `python -m training.speech --split train --count 2000` builds on
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import json
 import multiprocessing as mp
@@ -26,6 +27,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 from tqdm import tqdm
@@ -169,37 +171,108 @@ def say_kokoro(data: Path, sp: Speaker, segments: list[tuple[str, str | None]]):
 
 # --- espeak-ng / MBROLA -------------------------------------------------------------------------
 
-def _espeak(sp: Speaker, text: str) -> tuple[np.ndarray, int]:
+def _wpm(sp: Speaker) -> int:
+    # MBROLA voices speak a sentence ~25 % faster than espeak-ng's at the same words-per-minute.
+    return int((125 if sp.engine == "mbrola" else 160) * sp.speed)
+
+
+def _mbrola(sp: Speaker, text: str, pho: bool = False):
+    """Audio (float32, rate) of a sentence, or with `pho` the phonemes and durations MBROLA is given."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "o.wav"
-        cmd = ["espeak-ng", "-v", sp.spec, "-s", str(int(160 * sp.speed)), "-p", str(sp.pitch), "-a", "60",
-               "-w", str(out), text]
+        cmd = ["espeak-ng", "-v", sp.spec, "-s", str(_wpm(sp)), "-p", str(sp.pitch), "-a", "60"]
+        cmd += ["-q", "--pho", text] if pho else ["-w", str(out), text]
         r = subprocess.run(cmd, capture_output=True, timeout=60)
-        if r.returncode != 0 or not out.exists() or out.stat().st_size <= 44:
+        if r.returncode != 0 or (not pho and (not out.exists() or out.stat().st_size <= 44)):
             raise VoiceUnavailable(f"espeak-ng -v {sp.spec}: {r.stderr.decode(errors='replace')[:200]}")
+        if pho:
+            rows = [line.split() for line in r.stdout.decode().splitlines() if line.strip() and line[0] != ";"]
+            return [(row[0], float(row[1]) / 1000) for row in rows if len(row) >= 2]
         wav = read_wav(out)
         return wav.samples, wav.sample_rate
 
 
-def _voiced_end(x: np.ndarray, rate: int) -> float:
-    """Seconds from the start to the end of the last sound (the engine's final pause removed)."""
-    hop = rate // 100
-    n = len(x) // hop
-    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
-    loud = np.nonzero(rms > max(rms.max() * 10 ** (-35 / 20), 1e-4))[0]
-    return float((loud[-1] + 1) * hop / rate) if len(loud) else 0.0
+def say_mbrola(sp: Speaker, segments: list[tuple[str, str | None]]):
+    """MBROLA speech; keyword times from the phoneme durations espeak-ng hands to MBROLA (`--pho`): the
+    keyword starts after as many sounds as its prefix has, and ends after prefix and keyword."""
+    texts = [t for t, _ in segments]
+    audio, rate = _mbrola(sp, " ".join(texts))
+    ends, t = [], 0.0
+    for p, d in _mbrola(sp, " ".join(texts), pho=True):
+        t += d
+        if p != "_":
+            ends.append(t)
+    def sounds(text):
+        return sum(1 for p, _ in _mbrola(sp, text, pho=True) if p != "_") if text else 0
+    words = []
+    for i, (_, kw) in enumerate(segments):
+        if kw and ends:
+            a, b = sounds(" ".join(texts[:i])), sounds(" ".join(texts[: i + 1]))
+            start = ends[a - 1] if 0 < a <= len(ends) else 0.0
+            words.append((kw, start, ends[min(max(b, 1), len(ends)) - 1]))
+    return audio, rate, words
+
+
+class _EspeakLib:
+    """libespeak-ng in this process: synthesis with SSML marks whose audio positions time the keywords."""
+
+    class Event(ctypes.Structure):
+        _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                    ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                    ("user_data", ctypes.c_void_p), ("id", ctypes.c_char_p)]
+
+    _MARK, _SYNCHRONOUS, _SSML_UTF8 = 3, 2, 0x10 | 1
+
+    def __init__(self):
+        try:
+            self.lib = ctypes.CDLL("libespeak-ng.so.1")
+        except OSError as e:
+            raise VoiceUnavailable(f"libespeak-ng is not installed ({e})") from None
+        self.rate = self.lib.espeak_Initialize(self._SYNCHRONOUS, 0, None, 0)
+        self._chunks: list[np.ndarray] = []
+        self._marks: dict[str, int] = {}
+        callback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int,
+                                    ctypes.POINTER(self.Event))
+        self._callback = callback(self._on_audio)  # kept: the library holds a raw pointer to it
+        self.lib.espeak_SetSynthCallback(self._callback)
+
+    def _on_audio(self, wav, n, events) -> int:
+        if n > 0:
+            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).astype(np.float32) / 32768)
+        i = 0
+        while events[i].type != 0:
+            if events[i].type == self._MARK:
+                self._marks[events[i].id.decode()] = events[i].sample
+            i += 1
+        return 0
+
+    def say(self, voice: str, wpm: int, pitch: int, ssml: str) -> tuple[np.ndarray, dict[str, float]]:
+        if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
+            raise VoiceUnavailable(f"espeak-ng has no voice {voice!r}")
+        self.lib.espeak_SetParameter(1, wpm, 0)  # espeakRATE
+        self.lib.espeak_SetParameter(2, 60, 0)  # espeakVOLUME, as `espeak-ng -a 60`: no clipping
+        self.lib.espeak_SetParameter(3, pitch, 0)  # espeakPITCH
+        self._chunks, self._marks = [], {}
+        data = ssml.encode()
+        self.lib.espeak_Synth(data, len(data) + 1, 0, 1, 0, self._SSML_UTF8, None, None)
+        self.lib.espeak_Synchronize()
+        audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.float32)
+        return audio, {k: v / self.rate for k, v in self._marks.items()}
+
+
+_espeak_lib = functools.cache(_EspeakLib)
 
 
 def say_espeak(sp: Speaker, segments: list[tuple[str, str | None]]):
-    texts = [t for t, _ in segments]
-    audio, rate = _espeak(sp, " ".join(texts))
-    words = []
-    for i, (_, kw) in enumerate(segments):
-        if kw:
-            start = _voiced_end(*_espeak(sp, " ".join(texts[:i]))) if i else 0.0
-            end = _voiced_end(*_espeak(sp, " ".join(texts[: i + 1])))
-            words.append((kw, start, end))
-    return audio, rate, words
+    """espeak-ng's own (formant) voices: keyword times from SSML marks placed around each keyword."""
+    parts = []
+    for i, (text, kw) in enumerate(segments):
+        t = escape(text)
+        parts.append(f'<mark name="s{i}"/>{t}<mark name="e{i}"/>' if kw else t)
+    audio, marks = _espeak_lib().say(sp.spec, _wpm(sp), sp.pitch, "<speak>" + " ".join(parts) + "</speak>")
+    words = [(kw, marks[f"s{i}"], marks[f"e{i}"]) for i, (_, kw) in enumerate(segments)
+             if kw and f"s{i}" in marks and f"e{i}" in marks]
+    return audio, _espeak_lib().rate, words
 
 
 def _change_gender(x: np.ndarray, rate: int, shift: tuple[float, float]) -> np.ndarray:
@@ -225,7 +298,7 @@ def speak(data: Path, sp: Speaker, segments: list[tuple[str, str | None]]) -> Ut
     if sp.engine == "kokoro":
         audio, rate, words = say_kokoro(data, sp, segments)
     else:
-        audio, rate, words = say_espeak(sp, segments)
+        audio, rate, words = (say_mbrola if sp.engine == "mbrola" else say_espeak)(sp, segments)
         if sp.gender_shift:
             audio = _change_gender(audio, rate, sp.gender_shift)
     x = resample(audio, rate, TARGET_RATE) if rate != TARGET_RATE else audio
