@@ -1,9 +1,12 @@
 """Calibration arithmetic: the offline smoothing is the spotter's, counts match labels."""
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from training.calibrate import Stream, counts, smoothed
+from training.calibrate import Stream, counts, fire_times, smoothed
 from triage.replay import CallLabel, KeywordLabel
+from triage.spotter import Trigger
 
 
 def test_offline_smoothing_is_the_spotters_running_mean():
@@ -25,3 +28,12 @@ def test_counts_separate_hits_from_false_alarms():
     assert (hits, total, fas) == (1, 1, 1)
     assert np.isclose(lat[0], 0.1)
     assert counts([st], [score], "gaz", 0.95, 1.0)[:3] == (0, 1, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=0, max_size=80), st.floats(0.3, 0.999), st.sampled_from([0.0, 0.25, 1.0]))
+def test_fast_firing_is_exactly_the_spotters_trigger(scores, threshold, refractory):
+    times = np.arange(1, len(scores) + 1) * 0.1
+    trig = Trigger(threshold, refractory)
+    expected = [t for t, s in zip(times, scores) if trig.step(float(t), float(s))]
+    assert fire_times(times, np.array(scores), threshold, refractory) == expected

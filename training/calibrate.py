@@ -27,7 +27,6 @@ from training.dataset import _split_half
 from triage.audio import TARGET_RATE, read_wav_16k
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import MATCH_AFTER_END_S, CallLabel, load_labels, replay_samples, score
-from triage.spotter import Trigger
 
 ROOT = Path(__file__).resolve().parent.parent
 GRID = np.round(np.r_[np.arange(0.30, 0.99, 0.01), 0.992, 0.994, 0.996, 0.998, 0.999], 4)
@@ -100,6 +99,12 @@ def material(data: Path, split: str) -> tuple[Path, list[tuple[str, np.ndarray]]
     return calls_dir, negatives + prompt_streams(data, held_out)
 
 
+def _traced(model: KeywordModel, name: str, samples: np.ndarray, label: CallLabel | None) -> Stream:
+    r = replay_samples(model, samples, name, trace=True)
+    posts = np.stack([p for _, p in r.trace]) if r.trace else np.zeros((0, len(model.classes)))
+    return Stream(name, r.duration, np.array([t for t, _ in r.trace]), posts, label)
+
+
 def raw_streams(model: KeywordModel, calls_dir: Path, negatives) -> list[Stream]:
     raw = dataclasses.replace(model.streaming, smoothing=1)
     model.streaming, kept = raw, model.streaming
@@ -107,13 +112,9 @@ def raw_streams(model: KeywordModel, calls_dir: Path, negatives) -> list[Stream]
         labels = load_labels(calls_dir / "labels.jsonl")
         out = []
         for f, lbl in tqdm(labels.items(), desc=f"scoring {calls_dir.name} calls", unit="call"):
-            r = replay_samples(model, read_wav_16k(calls_dir / f), f, trace=True)
-            out.append(Stream(f, r.duration, np.array([t for t, _ in r.trace]), np.stack([p for _, p in r.trace]),
-                              lbl))
+            out.append(_traced(model, f, read_wav_16k(calls_dir / f), lbl))
         for name, x in tqdm(negatives, desc=f"scoring {calls_dir.name} keyword-free speech", unit="stream"):
-            r = replay_samples(model, x, name, trace=True)
-            out.append(Stream(name, r.duration, np.array([t for t, _ in r.trace]),
-                              np.stack([p for _, p in r.trace]), None))
+            out.append(_traced(model, name, x, None))
         return out
     finally:
         model.streaming = kept
@@ -128,8 +129,19 @@ def smoothed(posts: np.ndarray, k: int) -> np.ndarray:
 
 
 def fire_times(times: np.ndarray, scores: np.ndarray, threshold: float, refractory: float) -> list[float]:
-    trig = Trigger(threshold, refractory)
-    return [t for t, s in zip(times, scores, strict=True) if trig.step(float(t), float(s))]
+    """When `triage.spotter.Trigger` fires on this score sequence, computed from the few windows above the
+    threshold (the grid search runs it millions of times): after a firing it re-arms only once a score
+    has fallen below half the threshold, and it never fires within `refractory` of the last firing."""
+    cand = np.nonzero(scores >= threshold)[0]
+    if not len(cand):
+        return []
+    lows_before = np.searchsorted(np.nonzero(scores < threshold * 0.5)[0], cand)
+    fired, last_t, last_lows = [], -1e9, -1
+    for c, lows in zip(cand, lows_before, strict=True):
+        if (last_lows < 0 or lows > last_lows) and times[c] - last_t >= refractory:
+            fired.append(float(times[c]))
+            last_t, last_lows = times[c], lows
+    return fired
 
 
 def counts(streams: list[Stream], scores: list[np.ndarray], keyword: str, threshold: float, refractory: float):
