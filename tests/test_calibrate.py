@@ -35,5 +35,5 @@ def test_counts_separate_hits_from_false_alarms():
 def test_fast_firing_is_exactly_the_spotters_trigger(scores, threshold, refractory):
     times = np.arange(1, len(scores) + 1) * 0.1
     trig = Trigger(threshold, refractory)
-    expected = [t for t, s in zip(times, scores) if trig.step(float(t), float(s))]
+    expected = [t for t, s in zip(times, scores, strict=True) if trig.step(float(t), float(s))]
     assert fire_times(times, np.array(scores), threshold, refractory) == expected
