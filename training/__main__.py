@@ -94,11 +94,12 @@ def main(argv: list[str] | None = None) -> int:
 
     log("stage 1: synthesis")
     synth.run(args.data, workers=args.workers)
-    speech_paths = {
-        "train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, workers=args.workers)}
+    speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
+                                          workers=args.workers)}
     for split in ("dev", "test"):  # calibration (dev) and figures (test): training/calibrate.py
-        speech.build(args.data, split, args.speech_eval, kokoro_share=0.2, workers=args.workers)
-        speech.build(args.data, split, args.speech_free, kokoro_share=0.05, none_share=1.0, workers=args.workers)
+        speech.build(args.data, split, args.speech_eval, kokoro_share=0.2, kokoro_cap=120, workers=args.workers)
+        speech.build(args.data, split, args.speech_free, kokoro_share=0.05, none_share=1.0, kokoro_cap=50,
+                     workers=args.workers)
 
     stage_seconds = {"synthesis": round(time.time() - t0)}
     log("stage 2: datasets")
