@@ -1,6 +1,6 @@
 """Detection latency (firing time minus keyword end) and recall on labelled calls, through the live core.
 
-    python bench/latency.py [CALLS_DIR]   (default: data/calls/dev, made by `python -m training.calls`)
+    python bench/latency.py [CALLS_DIR]   (default: data/calls/test, made by `python -m training.calibrate`)
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from triage.replay import load_labels, replay_samples, score  # noqa: E402
 
 
 def main() -> int:
-    calls = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data" / "calls" / "dev"
+    calls = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data" / "calls" / "test"
     if not (calls / "labels.jsonl").exists():
-        print(f"no {calls / 'labels.jsonl'}: make it with `python -m training.calls --out {calls}`", file=sys.stderr)
+        print(f"no {calls / 'labels.jsonl'}: make it with `python -m training.calibrate`", file=sys.stderr)
         return 2
     model = KeywordModel()
     labels = load_labels(calls / "labels.jsonl")
