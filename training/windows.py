@@ -24,6 +24,7 @@ from triage.keywords import CLASSES, UNKNOWN
 KEYWORD_SHARE = 0.92  # of the keyword inside the window to call the window that keyword
 SLIVER = 0.15  # at most this share (and 150 ms) of a keyword inside a window that is `_unknown_`
 HOP_S = 0.1  # the spotter's scoring grid
+KEYWORD_WINDOWS = 3  # kept per spoken keyword and pass
 
 
 def window_label(start: float, length: float, words: list[tuple[str, float, float]]) -> str | None:
@@ -80,9 +81,14 @@ def _windows(i: int) -> list[tuple[np.ndarray, str]]:
         if label is None:
             continue
         (unknown if label == UNKNOWN else keyword).append((frames[f: f + p.window_frames], label))
-    n = min(len(unknown), _STATE["unknown_per_utt"])
-    picked = [unknown[j] for j in rng.choice(len(unknown), size=n, replace=False)] if n else []
-    return keyword + picked
+    # Neighbouring windows of one keyword differ by a 100 ms shift: a few per keyword carry most of it.
+    return _some(keyword, KEYWORD_WINDOWS * len(words), rng) + _some(unknown, _STATE["unknown_per_utt"], rng)
+
+
+def _some(items: list, n: int, rng: np.random.Generator) -> list:
+    if len(items) <= n:
+        return items
+    return [items[j] for j in sorted(rng.choice(len(items), size=n, replace=False))]
 
 
 def build(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int, passes: int = 2,
