@@ -1,7 +1,8 @@
 """Reproduce the shipped models: `python -m training` (stages are cached under --data).
 
   1. synthesize every allowed voice saying words (training/synth.py) and running speech with keyword
-     times from speakers drawn per utterance (training/speech.py): train, dev and test splits
+     times from speakers drawn per utterance (training/speech.py); the dev and test splits are made by
+     training/calibrate.py, which alone uses them
   2. augmented windows: English base set, French isolated-word set, French running-speech set cut on
      the spotter's grid (training/windows.py), held-out-voice clip evaluation set
   3. base 8-word models: the depthwise-separable CNN (shipped) and, with --archs, the seed CNN
@@ -66,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                "(default: DATA/stages)")
     ap.add_argument("--per-keyword", type=int, default=1000, help="isolated-word training windows per keyword")
     ap.add_argument("--speech-train", type=int, default=8000, help="running-speech training utterances")
-    ap.add_argument("--speech-eval", type=int, default=800, help="dev and test utterances with keywords")
-    ap.add_argument("--speech-free", type=int, default=1500, help="dev and test keyword-free utterances")
     ap.add_argument("--speech-passes", type=int, default=2, help="augmented copies of the running speech")
     ap.add_argument("--archs", default="ds_cnn", help="comma-separated: ds_cnn (shipped), seed (baseline)")
     ap.add_argument("--mining-rounds", type=int, default=1, help="hard-negative mining rounds after training")
@@ -96,10 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     synth.run(args.data, workers=args.workers)
     speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                           workers=args.workers)}
-    for split in ("dev", "test"):  # calibration (dev) and figures (test): training/calibrate.py
-        speech.build(args.data, split, args.speech_eval, kokoro_share=0.2, kokoro_cap=120, workers=args.workers)
-        speech.build(args.data, split, args.speech_free, kokoro_share=0.05, none_share=1.0, kokoro_cap=50,
-                     workers=args.workers)
 
     stage_seconds = {"synthesis": round(time.time() - t0)}
     log("stage 2: datasets")
