@@ -53,35 +53,31 @@ def _banks(data: Path, held_out: bool) -> Banks:
                  music=_split_half(synth.load_real(data, "noise"), held_out), rirs=rirs[36:] if held_out else rirs[:36])
 
 
-def free_streams(utts: list[speech.Utterance], banks: Banks, seed: int, seconds: float = 60.0):
-    """Keyword-free sentences joined into phone-line streams of about a minute."""
-    rng = np.random.default_rng(seed)
-    streams, cur, n = [], [], 0
-    for u in utts:
-        cur += [u.audio * rng.uniform(0.5, 1.0), np.zeros(int(rng.uniform(0.3, 1.5) * TARGET_RATE), np.float32)]
+def _joined(clips: list[np.ndarray], rng: np.random.Generator, seconds: float, gap: tuple[float, float]):
+    """Clips with pauses between them, grouped into signals of about `seconds` (the last may be shorter)."""
+    cur, n = [], 0
+    for i, x in enumerate(clips):
+        cur += [x, np.zeros(int(rng.uniform(*gap) * TARGET_RATE), np.float32)]
         n += len(cur[-2]) + len(cur[-1])
-        if n >= seconds * TARGET_RATE or u is utts[-1]:
-            codec = "mulaw" if len(streams) % 2 else "alaw"
-            streams.append((f"free-{len(streams):03d}", degrade(np.concatenate(cur), rng, banks,
-                                                                float(rng.uniform(5, 20)), codec)))
+        if n >= seconds * TARGET_RATE or i == len(clips) - 1:
+            yield np.concatenate(cur)
             cur, n = [], 0
-    return streams
+
+
+def free_streams(utts: list[speech.Utterance], banks: Banks, seed: int, seconds: float = 60.0):
+    """Keyword-free sentences joined into phone-line streams of about a minute, with noise."""
+    rng = np.random.default_rng(seed)
+    clips = [u.audio * rng.uniform(0.5, 1.0) for u in utts]
+    return [(f"free-{i:03d}", degrade(x, rng, banks, float(rng.uniform(5, 20)), "mulaw" if i % 2 else "alaw"))
+            for i, x in enumerate(_joined(clips, rng, seconds, (0.3, 1.5)))]
 
 
 def prompt_streams(data: Path, held_out: bool, seconds: float = 60.0):
     """Real French prompts with no keyword (Armelle, KTuberling), joined into phone-line streams."""
-    prompts = _split_half(synth.load_real(data, "prompts_fr"), held_out)
     rng = np.random.default_rng(17 + held_out)
-    streams, cur, n = [], [], 0
-    for p in prompts:
-        cur += [p, np.zeros(int(rng.uniform(0.3, 1.2) * TARGET_RATE), np.float32)]
-        n += len(p) + len(cur[-1])
-        if n >= seconds * TARGET_RATE:
-            x = np.concatenate(cur)
-            streams.append((f"prompts-{len(streams):02d}",
-                            telephone(x / (np.abs(x).max() + 1e-9) * 0.5, "mulaw" if len(streams) % 2 else "alaw")))
-            cur, n = [], 0
-    return streams
+    prompts = _split_half(synth.load_real(data, "prompts_fr"), held_out)
+    return [(f"prompts-{i:02d}", telephone(x / (np.abs(x).max() + 1e-9) * 0.5, "mulaw" if i % 2 else "alaw"))
+            for i, x in enumerate(_joined(prompts, rng, seconds, (0.3, 1.2)))]
 
 
 def material(data: Path, split: str, workers: int = 2) -> tuple[Path, list[tuple[str, np.ndarray]]]:
