@@ -64,6 +64,7 @@ def test_trim_and_energy_check():
 def test_whole_pipeline_on_tiny_sizes(tmp_path):
     r = subprocess.run([sys.executable, "-m", "training", "--per-keyword", "10", "--per-base-word", "10",
                         "--base-epochs", "1", "--head-epochs", "1", "--finetune-epochs", "1", "--ds-epochs", "1",
+                        "--speech-train", "30", "--speech-passes", "1", "--mining-epochs", "1",
                         "--models", str(tmp_path / "models"),
                         "--stages", str(tmp_path / "stages")], capture_output=True, text=True,
                        timeout=3600)
