@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", default="dev", choices=speech.SPLITS)
     ap.add_argument("--count", type=int, default=40, help="utterances per engine")
     args = ap.parse_args(argv)
-    utts = [u for u in speech.load(sorted((args.data / "speech").glob(f"{args.split}-free15-*.npz"))) if u.words]
+    utts = [u for u in speech.load(sorted((args.data / "speech").glob(f"{args.split}-*-free15-*.npz"))) if u.words]
     sample = []
     for engine in ("kokoro", "mbrola", "espeak"):
         sample += [u for u in utts if u.speaker.startswith(engine + ":")][: args.count]

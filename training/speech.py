@@ -368,7 +368,8 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
     _kokoro(data) if any(j[1].engine == "kokoro" for j in jobs) else None  # unpack once, before forking
     with mp.get_context("fork").Pool(workers) as pool:
         for c in range(0, len(jobs), chunk):
-            path = out / f"{split}-free{int(none_share * 100)}-s{seed}-{c // chunk:03d}.npz"
+            path = out / (f"{split}-{count}-free{int(none_share * 100)}-kokoro{kokoro_cap}-s{seed}"
+                          f"-{c // chunk:03d}.npz")
             paths.append(path)
             if path.exists():
                 continue
