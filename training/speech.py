@@ -33,7 +33,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import corpus
-from training.synth import trim
+from training.synth import voiced_bounds
 from training.voices import VoiceUnavailable, ipa
 from triage.audio import TARGET_RATE, read_wav, resample
 from triage.keywords import KEYWORDS
@@ -307,20 +307,10 @@ def speak(data: Path, sp: Speaker, segments: list[tuple[str, str | None]]) -> Ut
         raise VoiceUnavailable(f"{sp.id}: nearly silent")
     x = x / peak * 0.7
     # Cut leading silence (times shift with it) and trailing silence.
-    trimmed = trim(x)
-    lead = _leading(x, trimmed)
+    start, end = voiced_bounds(x)
+    lead = start / TARGET_RATE
     words = [(k, max(0.0, s - lead), max(0.0, e - lead)) for k, s, e in words]
-    return Utterance(trimmed.astype(np.float32), " ".join(t for t, _ in segments), sp.id, words)
-
-
-def _leading(x: np.ndarray, trimmed: np.ndarray) -> float:
-    if len(trimmed) == 0:
-        return 0.0
-    hop = TARGET_RATE // 100
-    for i in range(0, len(x) - len(trimmed) + 1, hop):
-        if np.array_equal(x[i: i + 64], trimmed[:64]):
-            return i / TARGET_RATE
-    return 0.0
+    return Utterance(x[start:end].astype(np.float32), " ".join(t for t, _ in segments), sp.id, words)
 
 
 def plan(split: str, count: int, seed: int, kokoro_share: float,

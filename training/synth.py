@@ -59,18 +59,25 @@ def jobs_for(voice: Voice) -> list[Job]:
     return [Job(t, kind, s, p) for t, kind in texts for s, p in _GRID[(voice.engine, kind)]]
 
 
-def trim(x: np.ndarray, rate: int = TARGET_RATE, pad_s: float = 0.03) -> np.ndarray:
-    """Cut leading and trailing silence: 10 ms frames more than 30 dB under the loudest frame."""
+def voiced_bounds(x: np.ndarray, rate: int = TARGET_RATE, pad_s: float = 0.03) -> tuple[int, int]:
+    """(start, end) sample indices of `x` without leading and trailing silence: 10 ms frames more than
+    30 dB under the loudest frame, `pad_s` of margin kept."""
     hop = rate // 100
     n = len(x) // hop
     if n == 0:
-        return x
+        return 0, len(x)
     rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
     loud = np.nonzero(rms > max(rms.max() * 10 ** (-30 / 20), 1e-4))[0]
     if len(loud) == 0:
-        return x[:0]
+        return 0, 0
     pad = int(pad_s * rate)
-    return x[max(0, loud[0] * hop - pad): min(len(x), (loud[-1] + 1) * hop + pad)]
+    return max(0, loud[0] * hop - pad), min(len(x), (loud[-1] + 1) * hop + pad)
+
+
+def trim(x: np.ndarray, rate: int = TARGET_RATE, pad_s: float = 0.03) -> np.ndarray:
+    """`x` without its leading and trailing silence (see `voiced_bounds`)."""
+    start, end = voiced_bounds(x, rate, pad_s)
+    return x[start:end]
 
 
 def is_broken(x: np.ndarray, kind: str) -> str | None:
