@@ -89,6 +89,53 @@ def test_dropped_connection_resumes_the_same_call_without_duplicate_route(loud_m
     assert rdb.xlen("triage:queue:18") == 1
 
 
+def test_resume_takes_over_a_half_open_connection(loud_model_path, redis_server, rdb):
+    """The old socket still looks open to the server but no longer answers (a half-open line)."""
+    frames = mulaw_frames(CALL_8K)
+
+    async def scenario(server, base):
+        ws, _ = await start_call(base + "/call", "half-open-1", ping_interval=None)
+        await send_audio(ws, frames[:50])
+        ws.transport.pause_reading()  # the old client hears nothing more: pings go unanswered
+        t = asyncio.get_running_loop().time()
+        ws2, ready = await start_call(base + "/call", "half-open-1")
+        waited = asyncio.get_running_loop().time() - t
+        await send_audio(ws2, frames[50:])
+        await ws2.send(json.dumps({"type": "stop"}))
+        events = await collect(ws2, "summary")
+        ws.transport.resume_reading()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        return ready, waited, events, ws.close_code, server.metrics.counters
+
+    ready, waited, events, old_code, counters = live(loud_model_path, redis_server.url, scenario,
+                                                     takeover_ping_s=0.5)
+    assert ready["type"] == "ready" and ready["resumed"] is True and ready["samples_received"] == 50 * 160
+    assert 0.4 < waited < 3
+    assert old_code == 4001
+    assert events[-1]["type"] == "summary" and events[-1]["services"] == [18]
+    assert counters["triage_takeovers_total"] == 1
+    assert rdb.xlen("triage:queue:18") == 1
+
+
+def test_second_live_connection_with_the_same_id_is_refused(loud_model_path, redis_server, rdb):
+    async def scenario(server, base):
+        ws, _ = await start_call(base + "/call", "twice-1")
+        await send_audio(ws, mulaw_frames(silence(0.2, 8000)))
+        ws2, answer = await start_call(base + "/call", "twice-1")
+        with pytest.raises(ConnectionClosed):
+            await ws2.recv()
+        await send_audio(ws, mulaw_frames(silence(0.2, 8000)))  # the first caller is untouched
+        await ws.send(json.dumps({"type": "stop"}))
+        summary = (await collect(ws, "summary"))[-1]
+        return answer, ws2.close_code, summary
+
+    answer, code, summary = live(loud_model_path, redis_server.url, scenario)
+    assert answer["code"] == "call_in_progress" and code == 1008
+    assert summary["reason"] == "completed" and summary["duration"] == pytest.approx(0.4)
+
+
 @pytest.mark.parametrize("first, code, close_code", [
     ("{not json", "bad_json", 1003),
     ('{"type": "hello"}', "unknown_type", 1002),

@@ -169,8 +169,16 @@ def cmd_call(args) -> int:
             return await asyncio.gather(*(client.stream_call(
                 args.url, data, width, args.rate, args.encoding, speed=args.speed, token=args.token,
                 metadata={"source": args.file or "say", **({"caller": f"sim-{i}"} if args.calls > 1 else {})},
-                on_event=show) for i in range(args.calls)))
-        asyncio.run(many())
+                on_event=show) for i in range(args.calls)), return_exceptions=True)
+        failed = [r for r in asyncio.run(many()) if isinstance(r, BaseException)]
+        for r in failed:
+            if not isinstance(r, client.CallFailed):
+                raise r
+        if failed and args.calls > 1:
+            _err(f"{len(failed)} of {args.calls} calls failed; first: {failed[0]}")
+            return 1
+        if failed:
+            raise failed[0]
         return 0
     except client.CallFailed as e:
         _err(str(e))

@@ -26,6 +26,7 @@ CLOSE_TOO_BIG = 1009
 CLOSE_SERVER_ERROR = 1011
 CLOSE_TRY_AGAIN = 1013
 CLOSE_IDLE = 4000
+CLOSE_TAKEN_OVER = 4001  # the call was resumed on a newer connection
 
 
 class ProtocolError(ValueError):

@@ -6,8 +6,9 @@
   GET /healthz  200 when Redis and the model are ready
   GET /metrics  Prometheus text
 
-Every live call's due windows are scored together in one batched model call, in a worker thread,
-so the event loop keeps receiving audio while the model runs. Redis writes go through an outbox:
+The event loop only receives: each audio frame is checked and appended. Every tick (100 ms), a
+worker thread runs the ScoringEngine over all live calls at once — decoding, resampling, log-mel and
+one batched model call — so frames and keepalive pings never wait behind signal processing. Redis writes go through an outbox:
 if Redis is lost, calls go on being scored and their routes wait in memory until it is back.
 """
 
@@ -33,11 +34,11 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from triage import protocol
-from triage.audio import AudioError, StreamResampler, decode
+from triage.engine import CallAudio, ScoringEngine
 from triage.model import KeywordModel
 from triage.protocol import ProtocolError, Start, Stop
 from triage.router import CallRouter, RouteDecision
-from triage.spotter import Detection, KeywordSpotter, accept_batch, take_batch
+from triage.spotter import Detection
 from triage.store import RouteStore, StoreError
 
 log = logging.getLogger("triage.server")
@@ -53,7 +54,8 @@ class ServerConfig:
     max_calls: int = 500
     idle_timeout_s: float = 30.0
     resume_grace_s: float = 60.0
-    score_interval_s: float = 0.05
+    takeover_ping_s: float = 2.0  # a resume takes over a connection that does not answer a ping this fast
+    score_interval_s: float = 0.1
     outbox_limit: int = 10_000
     allowed_origins: tuple[str, ...] = ()  # beside the server's own host
 
@@ -61,16 +63,13 @@ class ServerConfig:
 @dataclass
 class CallSession:
     start: Start
-    spotter: KeywordSpotter
+    audio: CallAudio
     router: CallRouter
-    resampler: StreamResampler
     ws: ServerConnection | None = None
-    samples_in: int = 0  # at the caller's rate
-    chunks: int = 0
+    last_frame_at: float = field(default_factory=time.monotonic)
     detections: list[Detection] = field(default_factory=list)
     stored_services: set[int] = field(default_factory=set)
     disconnected_at: float | None = None
-    level_db: float = -100.0
     ended: bool = False
 
     @property
@@ -79,7 +78,7 @@ class CallSession:
 
     @property
     def duration(self) -> float:
-        return self.samples_in / self.start.sample_rate
+        return self.audio.duration
 
 
 class Metrics:
@@ -120,6 +119,7 @@ class TriageServer:
         self.store = store
         self.config = config or ServerConfig()
         self.sessions: dict[str, CallSession] = {}
+        self.engine = ScoringEngine(model)
         self.feeds: dict[ServerConnection, asyncio.Queue] = {}
         self.metrics = Metrics()
         self.outbox = Outbox(self.config.outbox_limit)
@@ -260,27 +260,26 @@ class TriageServer:
                 raise ProtocolError("stop_before_start", "nothing to stop: send 'start' first")
             session, resumed = await self._open(msg, ws)
             await ws.send(protocol.event("ready", session.call_id, resumed=resumed,
-                                         samples_received=session.samples_in, sample_rate=msg.sample_rate,
+                                         samples_received=session.audio.samples_in, sample_rate=msg.sample_rate,
                                          services=list(session.router.decision.services)))
-            while True:
-                try:
-                    data = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
-                except TimeoutError:
-                    raise ProtocolError("idle_timeout", f"no audio for {self.config.idle_timeout_s:g} s",
-                                        protocol.CLOSE_IDLE) from None
+            # Idle calls are closed by the reaper: a timeout per frame would cost more than the frame.
+            async for data in ws:
                 if isinstance(data, bytes):
-                    self._audio(session, data)
+                    protocol.check_audio_frame(data, session.start)
+                    session.last_frame_at = time.monotonic()
+                    self.engine.receive(session.call_id, data)
                     continue
                 if isinstance(protocol.parse_client_text(data), Start):
                     raise ProtocolError("already_started", "this connection's call has started already")
                 await self._end_call(session, "completed")
                 return
+            raise ConnectionClosed(None, None)
         except ProtocolError as e:
             await self._fail(ws, e, session.call_id if session else None)
             if session is not None and e.code != "call_in_progress":
                 await self._end_call(session, f"error:{e.code}", notify=False)
         except ConnectionClosed:
-            if session is not None and session.ws is ws:
+            if session is not None and session.ws is ws and not session.ended:
                 session.ws = None
                 session.disconnected_at = time.monotonic()
                 self.metrics.inc("triage_disconnects_total")
@@ -292,16 +291,21 @@ class TriageServer:
         existing = self.sessions.get(msg.call_id)
         if existing is not None:
             if existing.ws is not None:
-                raise ProtocolError("call_in_progress", f"call {msg.call_id} is connected already",
-                                    protocol.CLOSE_POLICY)
+                if await _answers_ping(existing.ws, self.config.takeover_ping_s):
+                    raise ProtocolError("call_in_progress", f"call {msg.call_id} is connected already",
+                                        protocol.CLOSE_POLICY)
+                # The old line is dead or half-open (no pong): the caller who came back takes the call over.
+                old, existing.ws = existing.ws, None
+                self.metrics.inc("triage_takeovers_total")
+                asyncio.ensure_future(old.close(protocol.CLOSE_TAKEN_OVER, "call resumed on a newer connection"))
             if (existing.start.sample_rate, existing.start.encoding) != (msg.sample_rate, msg.encoding):
                 raise ProtocolError("resume_mismatch", "a resumed call must keep its sample_rate and encoding "
                                     f"({existing.start.sample_rate}, {existing.start.encoding})")
-            existing.ws, existing.disconnected_at = ws, None
+            existing.ws, existing.disconnected_at, existing.last_frame_at = ws, None, time.monotonic()
             self.metrics.inc("triage_resumes_total")
             self._broadcast({"type": "call_resumed", "call_id": msg.call_id})
             return existing, True
-        session = CallSession(msg, KeywordSpotter(self.model), CallRouter(), StreamResampler(msg.sample_rate), ws)
+        session = CallSession(msg, self.engine.add(msg.call_id, msg.sample_rate, msg.encoding), CallRouter(), ws)
         # A call this service routed before a restart keeps its routes: none is added twice.
         if msg.id_given and self.redis_up:
             with contextlib.suppress(RedisError, OSError):
@@ -314,27 +318,13 @@ class TriageServer:
         self._broadcast({"type": "call_started", "call_id": msg.call_id, "metadata": msg.metadata})
         return session, False
 
-    def _audio(self, s: CallSession, data: bytes) -> None:
-        protocol.check_audio_frame(data, s.start)
-        try:
-            samples = decode(data, s.start.encoding)
-        except AudioError as e:
-            raise ProtocolError("bad_audio", str(e), protocol.CLOSE_UNSUPPORTED_DATA) from None
-        s.samples_in += len(samples)
-        s.chunks += 1
-        self.metrics.inc("triage_chunks_total")
-        self.metrics.inc("triage_audio_seconds_total", len(samples) / s.start.sample_rate)
-        if len(samples):
-            s.level_db = float(20 * np.log10(np.sqrt(np.mean(np.square(samples, dtype=np.float64))) + 1e-5))
-        s.spotter.push(s.resampler.feed(samples))
-
     async def _end_call(self, s: CallSession, reason: str, notify: bool = True) -> None:
         if s.ended:
             return
         s.ended = True
-        s.spotter.push(s.resampler.flush())
-        await self._score_once()
+        await self._score_once(final=frozenset({s.call_id}))
         self.sessions.pop(s.call_id, None)
+        self.engine.remove(s.call_id)
         summary = {"duration": round(s.duration, 3), "reason": reason,
                    "detections": [d.to_dict() for d in s.detections], **s.router.decision.to_dict()}
         self._persist(lambda: self.store.save_call(s.call_id, {"state": "ended", "ended_reason": reason,
@@ -360,25 +350,28 @@ class TriageServer:
             if now - last_level >= level_every and self.feeds:
                 last_level = now
                 self._broadcast({"type": "levels", "calls": {
-                    s.call_id: {"level_db": round(s.level_db, 1), "duration": round(s.duration, 2)}
+                    s.call_id: {"level_db": round(s.audio.level_db, 1), "duration": round(s.duration, 2)}
                     for s in self.sessions.values()}})
 
-    async def _score_once(self) -> None:
+    async def _score_once(self, final: frozenset[str] = frozenset()) -> None:
         async with self._scoring:
-            due = [s for s in self.sessions.values() if s.spotter.due_windows]
-            if not due:
-                return
-            spotters = [s.spotter for s in due]
-            counts, windows = take_batch(spotters)
             t = time.perf_counter()
-            # The model runs in a worker thread; audio keeps arriving meanwhile (kept for the next batch).
-            posteriors = await asyncio.to_thread(self.model.predict, windows)
-            self.metrics.score_seconds.append(time.perf_counter() - t)
-            self.metrics.batch_sizes.append(len(windows))
-            self.metrics.inc("triage_windows_scored_total", len(windows))
-            results = accept_batch(spotters, counts, posteriors)
-            for s, dets in zip(due, results, strict=True):
-                if dets:
+            result = await asyncio.to_thread(self.engine.tick, final)
+            if result.windows:
+                self.metrics.score_seconds.append(time.perf_counter() - t)
+                self.metrics.batch_sizes.append(result.windows)
+                self.metrics.inc("triage_windows_scored_total", result.windows)
+            self.metrics.inc("triage_audio_seconds_total", result.audio_seconds)
+            self.metrics.inc("triage_chunks_total", result.frames)
+            for call_id, err in result.errors.items():
+                s = self.sessions.get(call_id)
+                if s is not None and not s.ended:
+                    if s.ws is not None:
+                        await self._fail(s.ws, err, call_id)
+                    asyncio.ensure_future(self._end_call(s, f"error:{err.code}", notify=False))
+            for call_id, dets in result.detections.items():
+                s = self.sessions.get(call_id)
+                if s is not None:
                     await self._on_detections(s, dets)
 
     async def _on_detections(self, s: CallSession, dets: list[Detection]) -> None:
@@ -484,12 +477,18 @@ class TriageServer:
         self._broadcast(ev)
 
     async def _reaper_loop(self) -> None:
+        """Ends calls whose line stayed down past the resume grace, and closes silent connections."""
+        idle = self.config.idle_timeout_s
         while True:
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(min(1.0, idle / 4))
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 if s.disconnected_at is not None and now - s.disconnected_at > self.config.resume_grace_s:
                     await self._end_call(s, "dropped", notify=False)
+                elif s.ws is not None and not s.ended and now - s.last_frame_at > idle:
+                    await self._fail(s.ws, ProtocolError("idle_timeout", f"no audio for {idle:g} s",
+                                                         protocol.CLOSE_IDLE), s.call_id)
+                    await self._end_call(s, "error:idle_timeout", notify=False)
 
     # -- dashboards --------------------------------------------------------------------------------
     async def _handle_feed(self, ws: ServerConnection) -> None:
@@ -567,6 +566,15 @@ def _set_header(resp, name: str, value: str):
         del resp.headers[name]
     resp.headers[name] = value
     return resp
+
+
+async def _answers_ping(ws: ServerConnection, timeout: float) -> bool:
+    try:
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, timeout)
+        return True
+    except (ConnectionClosed, TimeoutError):
+        return False
 
 
 async def _drain(ws: ServerConnection, q: asyncio.Queue) -> None:
