@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     for n in [int(x) for x in args.loads.split(",")]:
         port = free_port()
         with tempfile.TemporaryDirectory() as data_dir:
-            cmd = [sys.executable, "-m", "triage.cli", "serve", "--port", str(port)] + (["--workers", str(args.workers)] if args.workers != 1 else [])
+            cmd = [sys.executable, "-m", "triage.cli", "serve", "--port", str(port), "--workers", str(args.workers)]
             if args.model:
                 cmd += ["--model", str(args.model)]
             if args.server_cpus:

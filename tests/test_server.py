@@ -20,20 +20,6 @@ from triage.store import RouteStore
 CALL_8K = np.concatenate([silence(1.5, 8000), tone(0.9, rate=8000), silence(1.5, 8000)])
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    with EmbeddedRedis(tmp_path_factory.mktemp("redis"), appendfsync="always") as r:
-        yield r
-
-
-@pytest.fixture
-def rdb(redis_server):
-    c = redis.Redis.from_url(redis_server.url, decode_responses=True)
-    c.flushall()
-    yield c
-    c.close()
-
-
 def test_incendie_call_is_routed_to_18_on_socket_feed_and_redis(loud_model_path, redis_server, rdb):
     async def scenario(server, base):
         async with connect(base + "/feed") as feed:

@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speech-train", type=int, default=8000, help="running-speech training utterances")
     ap.add_argument("--speech-passes", type=int, default=2, help="augmented copies of the running speech")
     ap.add_argument("--archs", default="ds_cnn", help="comma-separated: ds_cnn (shipped), seed (baseline)")
-    ap.add_argument("--mining-rounds", type=int, default=1, help="hard-negative mining rounds after training")
-    ap.add_argument("--mining-epochs", type=int, default=2)
+    ap.add_argument("--mining-rounds", type=int, default=3,
+                    help="rounds after training, each on freshly augmented speech plus its hard negatives")
+    ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=2)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         train_utts = speech.load(speech_paths["train"])
         banks = dataset.load_pools(args.data, "fr", held_out=False).banks
         for rnd in range(1, args.mining_rounds + 1):
-            ds = mine_round(ds, rnd, args, kw_tr, ev, train_utts, banks, params, stages / "ds_cnn")
+            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params, stages / "ds_cnn")
     stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
 
     log("stage 5: export and model card")
@@ -240,13 +241,18 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     return {**r, "base": keras.saving.load_model(cache / "base.keras"), "kws": kws}
 
 
-def mine_round(ds: dict, rnd: int, args, kw_tr, ev, utts, banks, params, cache: Path) -> dict:
-    """One round of hard-negative mining on the training speech, then a short fine-tuning (cached)."""
+def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cache: Path) -> dict:
+    """One round of hard-negative mining, then one short fine-tuning on fresh augmentation (cached).
+
+    Each round augments the training speech anew (its own seed): the model meets every keyword in a
+    room, noise and line it has not seen yet, and the keyword-free windows it now takes for a keyword
+    are mined from that same pass. So rounds are both fresh-augmentation epochs and mining rounds.
+    """
     import keras
 
     from training import mining
 
-    path, info_path = cache / f"kws_mined{rnd}.keras", cache / f"mined{rnd}.json"
+    path, info_path = cache / f"kws_fresh_mined{rnd}.keras", cache / f"fresh_mined{rnd}.json"
     if path.exists() and info_path.exists() and not args.retrain:
         log(f"mining round {rnd}: found in {cache}")
         info = json.loads(info_path.read_text())
@@ -255,18 +261,25 @@ def mine_round(ds: dict, rnd: int, args, kw_tr, ev, utts, banks, params, cache: 
     t = time.time()
     x, y = windows.build(utts, banks, params, seed=100 + rnd, passes=1, unknown_per_utt=10**6,
                          workers=args.workers)
-    pool = x[y == CLASSES.index(UNKNOWN)]
+    unknown = np.nonzero(y == CLASSES.index(UNKNOWN))[0]
+    pool = x[unknown]
     kws = ds["kws"]
     idx = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool)
     log(f"mining round {rnd}: {len(idx)} of {len(pool)} keyword-free training windows score ≥ 0.2 on a keyword")
-    train = mining.with_negatives(kw_tr, pool[idx])
+    rng = np.random.default_rng(rnd)
+    fresh = np.concatenate([np.nonzero(y != CLASSES.index(UNKNOWN))[0],
+                            rng.choice(unknown, size=min(len(unknown), 3 * len(utts)), replace=False)])
+    train = mining.with_negatives({"x": np.concatenate([words_tr["x"], x[fresh]]),
+                                   "y": np.concatenate([words_tr["y"], y[fresh]])}, pool[idx])
+    del x, y
     fit(kws, train["x"], train["y"], args.mining_epochs, 3e-4, f"mining round {rnd} fine-tune", batch=128,
         schedule=True)
     after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
     ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"after mining round {rnd}", ft)
     info = {"round": rnd, "pool_windows": int(len(pool)), "mined": int(len(idx)),
-            "mined_still_above_0.2": int(len(after)), "seconds": round(time.time() - t)}
+            "mined_still_above_0.2": int(len(after)), "train_windows": int(len(train["y"])),
+            "seconds": round(time.time() - t)}
     kws.save(path)
     info_path.write_text(json.dumps({**info, "ft": ft}))
     return {**ds, "kws": kws, "ft": ft, "mining": ds.get("mining", []) + [info]}

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from triage.embedded_redis import EmbeddedRedis
@@ -23,7 +24,7 @@ def say(msg: str) -> None:
 
 
 async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, data_dir: Path,
-              extra: Callable[[TriageServer], Awaitable[None]] | None = None) -> int:
+              extra: Callable[[TriageServer], Awaitable[None]] | None = None, announce: bool = True) -> int:
     embedded = None
     if not redis_url:
         embedded = EmbeddedRedis(data_dir / "redis").start()
@@ -37,12 +38,8 @@ async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, 
         loop.add_signal_handler(sig, stop.set)
     try:
         await server.start()
-        base = f"http://{config.host}:{config.port}"
-        say(f"triage serving with model {model.path.name}")
-        say(f"  dashboard  {base}/" + (f"?token={config.token}" if config.token else ""))
-        say(f"  calls      ws://{config.host}:{config.port}/call")
-        say(f"  feed       ws://{config.host}:{config.port}/feed")
-        say(f"  health     {base}/healthz   metrics {base}/metrics")
+        if announce:
+            _announce(config, model.path)
         tasks = [asyncio.create_task(stop.wait())]
         if extra is not None:
             tasks.append(asyncio.create_task(extra(server)))
@@ -54,10 +51,111 @@ async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, 
         for t in done:
             if t.exception():
                 raise t.exception()
-        say("stopping: ending live calls and flushing routes")
+        if announce:
+            say("stopping: ending live calls and flushing routes")
         return 0
     finally:
         await server.stop()
         await store.close()
         if embedded is not None:
             embedded.stop()
+
+
+def _announce(config: ServerConfig, model_path: Path, workers: int = 1) -> None:
+    base = f"http://{config.host}:{config.port}"
+    say(f"triage serving with model {model_path.name}" + (f" in {workers} worker processes" if workers > 1 else ""))
+    say(f"  dashboard  {base}/" + (f"?token={config.token}" if config.token else ""))
+    say(f"  calls      ws://{config.host}:{config.port}/call")
+    say(f"  feed       ws://{config.host}:{config.port}/feed")
+    say(f"  health     {base}/healthz   metrics {base}/metrics" + ("  (per worker)" if workers > 1 else ""))
+
+
+def _worker_main(config: ServerConfig, model_path: Path, redis_url: str, data_dir: Path) -> None:
+    import ctypes
+
+    # Die with the supervisor, however it dies: an orphan worker would keep serving the port unseen.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() == 1:
+        return
+    try:
+        sys.exit(asyncio.run(run(config, KeywordModel(model_path), redis_url, data_dir, announce=False)))
+    except RuntimeError as e:
+        say(f"worker {config.worker}: {e}")
+        sys.exit(1)
+
+
+def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | None, data_dir: Path,
+                  workers: int) -> int:
+    """N worker processes on one port (SO_REUSEPORT: the kernel spreads connections), one Redis.
+
+    A worker that dies is restarted; its callers reconnect and resume on whichever worker accepts them
+    (the new worker reads the call's routes from Redis, so none is added twice). SIGINT/SIGTERM stop
+    every worker gracefully: live calls get their summary, routes are flushed.
+    """
+    import multiprocessing as mp
+    import time
+
+    from triage.embedded_redis import free_port
+
+    embedded = None
+    if not redis_url:
+        embedded = EmbeddedRedis(data_dir / "redis").start()
+        redis_url = embedded.url
+        say(f"embedded Redis (AOF) on {redis_url}, data in {data_dir / 'redis'}")
+    if config.port == 0:
+        config.port = free_port(config.host)
+    ctx = mp.get_context("spawn")
+    stopping = False
+
+    def start(i: int):
+        p = ctx.Process(target=_worker_main, name=f"triage-worker-{i}", daemon=False,
+                        args=(replace(config, worker=f"{os.getpid()}-{i}"), model.path, redis_url, data_dir))
+        p.start()
+        return p
+
+    def on_signal(signum, frame):
+        nonlocal stopping
+        stopping = True
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    procs = [start(i) for i in range(workers)]
+    try:
+        _wait_healthy(config, procs)
+        _announce(config, model.path, workers)
+        while not stopping:
+            time.sleep(0.2)
+            for i, p in enumerate(procs):
+                if not p.is_alive() and not stopping:
+                    say(f"worker {i} exited with {p.exitcode}; restarting it")
+                    procs[i] = start(i)
+        say("stopping: ending live calls and flushing routes")
+        return 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGTERM)
+        for p in procs:
+            p.join(15)
+            if p.is_alive():
+                p.kill()
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if embedded is not None:
+            embedded.stop()
+
+
+def _wait_healthy(config: ServerConfig, procs, timeout: float = 60.0) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(not p.is_alive() for p in procs):
+            raise RuntimeError("a worker process failed to start (see its message above)")
+        try:
+            urllib.request.urlopen(f"http://{config.host}:{config.port}/healthz", timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"workers not answering on {config.host}:{config.port} after {timeout:g} s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -98,12 +99,14 @@ def cmd_serve(args) -> int:
     import asyncio
     import os
 
-    from triage.app import DEFAULT_DATA_DIR, run
+    from triage.app import DEFAULT_DATA_DIR, run, serve_workers
 
     model = _load_model(args)
+    redis_url, data_dir = args.redis_url or os.environ.get("REDIS_URL"), args.data_dir or DEFAULT_DATA_DIR
     try:
-        return asyncio.run(run(_server_config(args), model, args.redis_url or os.environ.get("REDIS_URL"),
-                               args.data_dir or DEFAULT_DATA_DIR))
+        if args.workers > 1:
+            return serve_workers(_server_config(args), model, redis_url, data_dir, args.workers)
+        return asyncio.run(run(_server_config(args), model, redis_url, data_dir))
     except RuntimeError as e:
         _err(str(e))
         return 1
@@ -242,7 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run the live service: websocket /call (audio in), /feed (events out), "
                                    "GET / (dashboard), /healthz, /metrics.")
     server_args(p)
-    p.add_argument("--max-calls", type=int, default=500, help="live calls before new ones get HTTP 503")
+    p.add_argument("--max-calls", type=int, default=500,
+                   help="live calls per worker before new ones get HTTP 503")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", help="serve and loop the bundled demo calls; open the printed dashboard URL",

@@ -8,8 +8,9 @@
 
 The event loop only receives: each audio frame is checked and appended. Every tick (100 ms), a
 worker thread runs the ScoringEngine over all live calls at once — decoding, resampling, log-mel and
-one batched model call — so frames and keepalive pings never wait behind signal processing. Redis writes go through an outbox:
-if Redis is lost, calls go on being scored and their routes wait in memory until it is back.
+one batched model call — so frames and keepalive pings never wait behind signal processing. Redis
+writes go through an outbox: if Redis is lost, calls go on being scored and their routes wait in
+memory until it is back.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import hmac
 import json
 import logging
 import mimetypes
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -58,6 +60,9 @@ class ServerConfig:
     score_interval_s: float = 0.1
     outbox_limit: int = 10_000
     allowed_origins: tuple[str, ...] = ()  # beside the server's own host
+    # One of several worker processes on one port (`triage serve --workers N`): the port is shared
+    # (SO_REUSEPORT) and dashboard events travel between workers through Redis pub/sub.
+    worker: str | None = None
 
 
 @dataclass
@@ -127,6 +132,7 @@ class TriageServer:
         self._tasks: list[asyncio.Task] = []
         self._server = None
         self._scoring = asyncio.Lock()
+        self._fan_out: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -138,9 +144,13 @@ class TriageServer:
         self.redis_up = True
         self._server = await serve(self._handler, self.config.host, self.config.port,
                                    process_request=self._process_request, max_size=self.config.max_message_bytes,
-                                   ping_interval=20, ping_timeout=20, close_timeout=5)
+                                   ping_interval=20, ping_timeout=20, close_timeout=5,
+                                   reuse_port=self.config.worker is not None)
         self.config.port = self._server.sockets[0].getsockname()[1]
-        for coro in (self._scoring_loop(), self._outbox_loop(), self._reaper_loop()):
+        loops = [self._scoring_loop(), self._outbox_loop(), self._reaper_loop()]
+        if self.config.worker is not None:
+            loops += [self._fan_out_loop(), self._fan_in_loop()]
+        for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
     async def stop(self) -> None:
@@ -181,7 +191,8 @@ class TriageServer:
             ok = self.redis_up
             return connection.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
                                       json.dumps({"redis": self.redis_up, "model": str(self.model.path),
-                                                  "live_calls": len(self.sessions)}) + "\n")
+                                                  "live_calls": len(self.sessions), "worker": self.config.worker,
+                                                  "pid": os.getpid()}) + "\n")
         if path == "/metrics":
             return _set_header(connection.respond(HTTPStatus.OK, await self._metrics_text()),
                                "Content-Type", "text/plain; version=0.0.4")
@@ -426,15 +437,48 @@ class TriageServer:
                 await s.ws.send(json.dumps(ev, ensure_ascii=False))
 
     def _broadcast(self, ev: dict) -> None:
-        if not self.feeds:
-            return
-        text = json.dumps(ev, ensure_ascii=False)
+        if self.config.worker is not None:
+            with contextlib.suppress(asyncio.QueueFull):  # the live view only: state is in Redis
+                self._fan_out.put_nowait(json.dumps({"worker": self.config.worker, "event": ev}, ensure_ascii=False))
+        if self.feeds:
+            self._to_feeds(json.dumps(ev, ensure_ascii=False))
+
+    def _to_feeds(self, text: str) -> None:
         for ws, q in list(self.feeds.items()):
             try:
                 q.put_nowait(text)
             except asyncio.QueueFull:  # a dashboard this far behind is stuck: it reconnects and resyncs
                 self.feeds.pop(ws, None)
                 asyncio.ensure_future(ws.close(protocol.CLOSE_TRY_AGAIN, "too slow, reconnect"))
+
+    async def _fan_out_loop(self) -> None:
+        """This worker's dashboard events to the other workers (batched; lost only while Redis is)."""
+        while True:
+            batch = [await self._fan_out.get()]
+            while not self._fan_out.empty() and len(batch) < 500:
+                batch.append(self._fan_out.get_nowait())
+            with contextlib.suppress(RedisError, OSError):
+                await self.store.fan_out(batch)
+
+    async def _fan_in_loop(self) -> None:
+        """The other workers' dashboard events to this worker's dashboards."""
+        from triage.store import FEED_CHANNEL
+
+        while True:
+            sub = self.store.fan_in()
+            try:
+                await sub.subscribe(FEED_CHANNEL)
+                async for msg in sub.listen():
+                    if msg.get("type") != "message":
+                        continue
+                    envelope = json.loads(msg["data"])
+                    if envelope.get("worker") != self.config.worker and self.feeds:
+                        self._to_feeds(json.dumps(envelope["event"], ensure_ascii=False))
+            except (RedisError, OSError):
+                await asyncio.sleep(1.0)  # Redis down: the outbox loop reports it; subscribe again
+            finally:
+                with contextlib.suppress(RedisError, OSError):
+                    await sub.aclose()
 
     def _persist(self, factory) -> asyncio.Future:
         return self.outbox.put(factory)

@@ -35,6 +35,8 @@ def call_key(call_id: str) -> str:
 
 EVENTS = "triage:events"
 ACTIONS = "triage:actions"
+# Pub/sub, not a key: what one worker process shows its dashboards, the other workers show theirs.
+FEED_CHANNEL = "triage:feed"
 
 # KEYS: call hash, queue stream. ARGV: service, then the stream entry's field/value pairs.
 _ROUTE = """
@@ -105,9 +107,12 @@ class RouteStore:
         self._route = self.redis.register_script(_ROUTE)
         self._claim = self.redis.register_script(_CLAIM)
         self._finish = self.redis.register_script(_FINISH)
+        self._subscriber: aioredis.Redis | None = None
 
     async def close(self) -> None:
         await self.redis.aclose()
+        if self._subscriber is not None:
+            await self._subscriber.aclose()
 
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
@@ -140,6 +145,20 @@ class RouteStore:
     async def publish(self, event: dict) -> str:
         return await self.redis.xadd(EVENTS, {"event": json.dumps(event, ensure_ascii=False)},
                                      maxlen=self.events_maxlen, approximate=True)
+
+    async def fan_out(self, messages: list[str]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for m in messages:
+            pipe.publish(FEED_CHANNEL, m)
+        await pipe.execute()
+
+    def fan_in(self):
+        """A pub/sub subscription to the feed channel (subscribe with `await sub.subscribe(FEED_CHANNEL)`),
+        on its own connection: a quiet channel must not trip the request timeout of the main one."""
+        if self._subscriber is None:
+            self._subscriber = aioredis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=2,
+                                                       health_check_interval=15)
+        return self._subscriber.pubsub(ignore_subscribe_messages=True)
 
     async def call(self, call_id: str) -> dict:
         return await self.redis.hgetall(call_key(call_id))
