@@ -35,7 +35,7 @@ def test_classify_json_contract(clips, loud_model_path):
     assert [x["file"] for x in lines] == [str(files[0]), str(files[2]), str(files[4])]
     assert [x["label"] for x in lines] == ["incendie", "_silence_", "incendie"]
     assert all(0 <= x["confidence"] <= 1 for x in lines)
-    assert "notaudio.wav: not a WAV file" in r.stderr and "empty.wav: empty file" in r.stderr
+    assert "notaudio.wav: not a readable audio file" in r.stderr and "empty.wav: empty file" in r.stderr
 
 
 def test_classify_all_good_exits_zero(clips, loud_model_path):

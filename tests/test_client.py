@@ -89,4 +89,4 @@ def test_call_with_unreadable_file_says_which_file(tmp_path):
     bad.write_text("not audio")
     r = subprocess.run([sys.executable, "-m", "triage.cli", "call", str(bad)], capture_output=True, text=True,
                        timeout=60)
-    assert r.returncode == 1 and "bad.wav: not a WAV file" in r.stderr
+    assert r.returncode == 1 and "bad.wav: not a readable audio file" in r.stderr

@@ -1,12 +1,12 @@
 """Audio bytes → float32 mono at 16 kHz: decoders, G.711 codecs, a streaming resampler, WAV files.
 
-Pure: nothing here touches a socket or a clock; `read_wav`/`write_wav` are the only functions that
-take a path, and they are thin wrappers around the byte-level `parse_wav`/`encode_wav`.
+Pure: nothing here touches a socket or a clock; the file functions at the end (AudioFile, read_wav,
+write_wav) are the only ones that take a path, and they leave the file format to libsndfile.
 """
 
 from __future__ import annotations
 
-import struct
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -148,11 +148,13 @@ def resample(samples: np.ndarray, in_rate: int, out_rate: int = TARGET_RATE) -> 
     return soxr.resample(samples, in_rate, out_rate, quality="HQ")
 
 
-# --- WAV files ---------------------------------------------------------------------------------
+# --- audio files -------------------------------------------------------------------------------
+# libsndfile (python-soundfile) reads and writes the files: WAV in every PCM/float/G.711 variant
+# (and FLAC, AIFF, ...), in blocks, so an hour-long recording never has to be in memory at once.
 
-_FORMAT_PCM, _FORMAT_FLOAT, _FORMAT_ALAW, _FORMAT_MULAW, _FORMAT_EXTENSIBLE = 1, 3, 6, 7, 0xFFFE
-_ENCODING_FORMAT = {"pcm_s16le": (_FORMAT_PCM, 16), "f32le": (_FORMAT_FLOAT, 32), "mulaw": (_FORMAT_MULAW, 8),
-                    "alaw": (_FORMAT_ALAW, 8)}
+_SUBTYPE_ENCODING = {"PCM_U8": "pcm_u8", "PCM_S8": "pcm_s8", "PCM_16": "pcm_s16le", "PCM_24": "pcm_s24le",
+                     "PCM_32": "pcm_s32le", "FLOAT": "f32le", "DOUBLE": "f64le", "ULAW": "mulaw", "ALAW": "alaw"}
+_ENCODING_SUBTYPE = {"pcm_s16le": "PCM_16", "f32le": "FLOAT", "mulaw": "ULAW", "alaw": "ALAW"}
 
 
 @dataclass(frozen=True)
@@ -163,81 +165,74 @@ class WavAudio:
     channels: int
 
 
-def parse_wav(data: bytes, name: str = "<bytes>") -> WavAudio:
-    """Parse a RIFF/WAVE file held in memory; errors name the file and what was expected."""
-    def fail(what: str) -> AudioError:
-        return AudioError(f"{name}: {what}")
+class AudioFile:
+    """An audio file opened for reading in blocks: `with AudioFile(path) as f: for x in f.blocks(): ...`.
 
-    if len(data) == 0:
-        raise fail("empty file, expected a WAV file")
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise fail("not a WAV file (expected a 'RIFF....WAVE' header)")
-    pos, fmt, payload = 12, None, None
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        body = data[pos + 8: pos + 8 + size]
-        if cid == b"fmt ":
-            if len(body) < 16:
-                raise fail(f"'fmt ' chunk is {len(body)} bytes, expected at least 16")
-            fmt = struct.unpack_from("<HHIIHH", body)
-            if fmt[0] == _FORMAT_EXTENSIBLE:
-                if len(body) < 26:
-                    raise fail("WAVE_FORMAT_EXTENSIBLE 'fmt ' chunk is too short for its sub-format")
-                fmt = (struct.unpack_from("<H", body, 24)[0], *fmt[1:])
-        elif cid == b"data":
-            if size in (0, 0xFFFFFFFF) or pos + 8 + size > len(data) and size >= 0x7FFFF000:
-                body = data[pos + 8:]  # size left unset by a streaming writer
-            elif pos + 8 + size > len(data):
-                raise fail(f"truncated: data chunk declares {size} bytes, file holds {len(data) - pos - 8}")
-            payload = body
-            break
-        pos += 8 + size + (size & 1)
-    if fmt is None:
-        raise fail("no 'fmt ' chunk before the audio data")
-    if payload is None:
-        raise fail("no 'data' chunk")
-    tag, channels, rate, _, block, bits = fmt
-    if channels < 1:
-        raise fail(f"{channels} channels, expected at least 1")
-    if rate < 1000 or rate > 384_000:
-        raise fail(f"sample rate {rate} Hz, expected 1000..384000")
-    payload = payload[: len(payload) - len(payload) % block] if block else payload
-    if tag == _FORMAT_PCM and bits == 8:
-        x, enc = (np.frombuffer(payload, np.uint8).astype(np.float32) - 128.0) / 128.0, "pcm_u8"
-    elif tag == _FORMAT_PCM and bits == 16:
-        x, enc = decode(payload, "pcm_s16le"), "pcm_s16le"
-    elif tag == _FORMAT_PCM and bits == 24:
-        b = np.frombuffer(payload, np.uint8).reshape(-1, 3).astype(np.int32)
-        v = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
-        x, enc = (np.where(v >= 1 << 23, v - (1 << 24), v) / float(1 << 23)).astype(np.float32), "pcm_s24le"
-    elif tag == _FORMAT_PCM and bits == 32:
-        x, enc = (np.frombuffer(payload, "<i4") / 2.0**31).astype(np.float32), "pcm_s32le"
-    elif tag == _FORMAT_FLOAT and bits in (32, 64):
-        x = np.frombuffer(payload, "<f4" if bits == 32 else "<f8").astype(np.float32)
-        bad = ~np.isfinite(x)
-        if bad.any():
-            raise fail(f"float sample {int(np.argmax(bad)) // channels} is not finite")
-        enc = "f32le" if bits == 32 else "f64le"
-    elif tag == _FORMAT_MULAW and bits == 8:
-        x, enc = decode(payload, "mulaw"), "mulaw"
-    elif tag == _FORMAT_ALAW and bits == 8:
-        x, enc = decode(payload, "alaw"), "alaw"
-    else:
-        raise fail(f"unsupported WAV format tag {tag} with {bits} bits; expected PCM 8/16/24/32-bit, "
-                   "float 32/64-bit, G.711 mu-law or A-law")
-    if len(x) == 0:
-        raise fail("no audio samples in the data chunk")
-    if channels > 1:
-        x = x[: len(x) - len(x) % channels].reshape(-1, channels).mean(axis=1).astype(np.float32)
-    return WavAudio(samples=x, sample_rate=rate, encoding=enc, channels=channels)
+    Every failure is an AudioError that names the file and says what was expected.
+    """
+
+    def __init__(self, path: str | Path):
+        import soundfile as sf
+
+        self.name = str(path)
+        try:
+            self._raw = open(path, "rb")  # noqa: SIM115 - closed in close(); libsndfile's own open hides why it failed
+        except OSError as e:
+            raise AudioError(f"{path}: cannot read ({e.strerror or e})") from None
+        if os.fstat(self._raw.fileno()).st_size == 0:
+            self._raw.close()
+            raise AudioError(f"{path}: empty file, expected a WAV file")
+        try:
+            self._file = sf.SoundFile(self._raw)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            self._raw.close()
+            detail = getattr(e, "error_string", None) or str(e)
+            raise AudioError(f"{path}: not a readable audio file ({detail}); expected WAV in PCM 8/16/24/32-bit, "
+                             "float 32/64-bit, G.711 mu-law or A-law") from None
+        f = self._file
+        self.sample_rate, self.channels, self.frames = f.samplerate, f.channels, f.frames
+        self.encoding = _SUBTYPE_ENCODING.get(f.subtype, f.subtype.lower())
+        if not 1000 <= self.sample_rate <= 384_000:
+            self.close()
+            raise AudioError(f"{path}: sample rate {self.sample_rate} Hz, expected 1000..384000")
+        if self.frames == 0:
+            self.close()
+            raise AudioError(f"{path}: no audio samples in the file")
+
+    def blocks(self, seconds: float = 10.0):
+        """Float32 mono blocks of at most `seconds`, in order."""
+        size = max(1, int(seconds * self.sample_rate))
+        done = 0
+        while True:
+            try:
+                x = self._file.read(size, dtype="float32", always_2d=True)
+            except RuntimeError as e:
+                raise AudioError(f"{self.name}: unreadable after sample {done} ({e})") from None
+            if len(x) == 0:
+                return
+            x = x.mean(axis=1, dtype=np.float32) if self.channels > 1 else x[:, 0].copy()
+            bad = ~np.isfinite(x)
+            if bad.any():
+                raise AudioError(f"{self.name}: sample {done + int(np.argmax(bad))} is not finite")
+            done += len(x)
+            yield x
+
+    def close(self) -> None:
+        self._file.close()
+        self._raw.close()
+
+    def __enter__(self) -> AudioFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def read_wav(path: str | Path) -> WavAudio:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise AudioError(f"{path}: cannot read ({e.strerror or e})") from e
-    return parse_wav(data, str(path))
+    """A whole (short) file in memory; for long recordings use AudioFile(path).blocks()."""
+    with AudioFile(path) as f:
+        samples = np.concatenate(list(f.blocks(60.0)))
+        return WavAudio(samples=samples, sample_rate=f.sample_rate, encoding=f.encoding, channels=f.channels)
 
 
 def read_wav_16k(path: str | Path) -> np.ndarray:
@@ -246,20 +241,22 @@ def read_wav_16k(path: str | Path) -> np.ndarray:
     return resample(wav.samples, wav.sample_rate, TARGET_RATE)
 
 
-def encode_wav(samples: np.ndarray, sample_rate: int, encoding: str = "pcm_s16le") -> bytes:
-    tag, bits = _ENCODING_FORMAT.get(encoding, (None, None))
-    if tag is None:
-        raise AudioError(f"cannot write WAV as {encoding!r}; expected one of {', '.join(_ENCODING_FORMAT)}")
-    payload = encode(samples, encoding)
-    block = bits // 8
-    fmt = struct.pack("<HHIIHH", tag, 1, sample_rate, sample_rate * block, block, bits)
-    if tag != _FORMAT_PCM:
-        fmt += struct.pack("<H", 0)  # cbSize, required for non-PCM formats
-    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt + b"data" + struct.pack("<I", len(payload)) + payload
-    if len(payload) & 1:
-        chunks += b"\0"
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+def read_blocks_16k(path: str | Path, seconds: float = 10.0):
+    """A recording of any length as float32 mono 16 kHz blocks, resampled as it streams (flat memory)."""
+    with AudioFile(path) as f:
+        rs = StreamResampler(f.sample_rate)
+        for x in f.blocks(seconds):
+            yield rs.feed(x)
+        yield rs.flush()
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int, encoding: str = "pcm_s16le") -> None:
-    Path(path).write_bytes(encode_wav(samples, sample_rate, encoding))
+    import soundfile as sf
+
+    subtype = _ENCODING_SUBTYPE.get(encoding)
+    if subtype is None:
+        raise AudioError(f"cannot write WAV as {encoding!r}; expected one of {', '.join(_ENCODING_SUBTYPE)}")
+    x = np.asarray(samples, dtype=np.float32)
+    if encoding != "f32le":
+        x = np.clip(x, -1.0, 32767 / 32768)
+    sf.write(str(path), x, sample_rate, subtype=subtype, format="WAV")

@@ -53,8 +53,8 @@ def cmd_classify(args) -> int:
 
 
 def cmd_replay(args) -> int:
-    from triage.audio import read_wav_16k
-    from triage.replay import load_labels, replay_samples, score, write_report
+    from triage.audio import read_blocks_16k
+    from triage.replay import load_labels, replay_blocks, score, write_report
 
     model = _load_model(args)
     try:
@@ -65,12 +65,11 @@ def cmd_replay(args) -> int:
     results, failed = [], 0
     for f in _progress(args.files, "replaying", len(args.files) > 1):
         try:
-            samples = read_wav_16k(f)
+            r = replay_blocks(model, read_blocks_16k(f), f, trace=args.report is not None)
         except AudioError as e:
             _err(str(e))
             failed += 1
             continue
-        r = replay_samples(model, samples, f, trace=args.report is not None)
         results.append(r)
         if args.json:
             print(json.dumps(r.to_json(), ensure_ascii=False), flush=True)
