@@ -16,8 +16,20 @@ def test_compose_file_has_redis_with_aof_and_the_server():
     assert "--appendonly" in redis["command"] and redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
     assert "redis-data:/data" in redis["volumes"] and "redis-data" in compose["volumes"]
     assert triage["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert "redis://redis:6379/0" in triage["command"] and triage["ports"] == ["127.0.0.1:8765:8765"]
+    assert "redis://redis:6379/0" in triage["command"] and triage["deploy"]["replicas"] >= 2
     assert (ROOT / triage["build"] / "Dockerfile").exists()
+
+
+def test_replicas_sit_behind_a_websocket_aware_proxy():
+    yaml = pytest.importorskip("yaml")
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    proxy = compose["services"]["proxy"]
+    assert proxy["image"].startswith("nginx:") and proxy["ports"] == ["127.0.0.1:8765:8765"]
+    conf_path = proxy["volumes"][0].split(":")[0]
+    conf = (ROOT / conf_path).read_text()
+    assert "server triage:8765 resolve;" in conf  # every replica, re-resolved as they come and go
+    assert "proxy_set_header Upgrade $http_upgrade;" in conf and "proxy_http_version 1.1;" in conf
+    assert "ports" not in compose["services"]["triage"]  # replicas are reached through the proxy only
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="no docker client")

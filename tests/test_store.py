@@ -103,3 +103,33 @@ def test_routes_survive_a_redis_crash_with_aof(tmp_path):
         assert run(r2.url, lambda s: s.routed_services("c1")) == [18]
     finally:
         r2.stop()
+
+
+def test_hash_tagged_prefix_keeps_every_key_in_one_cluster_slot(server):
+    """On Redis Cluster a script may only touch keys of one slot: with the prefix `{t}:` every key the
+    store writes hashes to the slot of `t`."""
+    async def scenario(s):
+        await s.save_call("c1", {"state": "live"})
+        await s.route("c1", 18, ["incendie"], [], 3.0)
+        await s.claim("c1", 18, "alice")
+        await s.ack("c1", 18, "alice")
+        await s.publish({"type": "route", "call_id": "c1"})
+        return await s.routed_services("c1")
+
+    assert run(server.url, scenario, prefix="{t}:") == [18]
+    db = redis.Redis.from_url(server.url, decode_responses=True)
+    keys = sorted(db.keys("*"))
+    assert keys == ["{t}:actions", "{t}:call:c1", "{t}:events", "{t}:queue:15", "{t}:queue:17", "{t}:queue:18"]
+    assert len({_slot(k) for k in keys}) == 1
+
+
+def _slot(key: str) -> int:
+    """The Redis Cluster slot of a key (CRC16/XMODEM of its hash tag, mod 16384)."""
+    tag = key[key.index("{") + 1: key.index("}", key.index("{"))] if "{" in key and "}" in key else key
+    crc = 0
+    for byte in tag.encode():
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc % 16384

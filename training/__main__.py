@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import corpus, dataset, evaluate, speech, synth, windows
+from training import corpus, dataset, evaluate, models, speech, synth, windows
 from training.voices import HELD_OUT, VOICES
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=14, help="seed recipe fine-tuning epochs")
     ap.add_argument("--ds-epochs", type=int, default=6, help="DS-CNN fine-tuning epochs (all layers)")
-    ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
+    ap.add_argument("--width", type=int, default=128, help="DS-CNN channels")
+    ap.add_argument("--ds-blocks", default=models.DS_BLOCKS, help="DS-CNN block strides, time x mel")
     ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rebuild", action="store_true", help="ignore cached datasets")
@@ -128,14 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     shape = (params.window_frames, params.n_mels)
     results = {}
     for arch in args.archs.split(","):
-        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / arch)
+        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / _cache_name(arch, args))
 
     ds = results["ds_cnn"]
     if args.mining_rounds:
         train_utts = speech.load(speech_paths["train"])
         banks = dataset.load_pools(args.data, "fr", held_out=False).banks
         for rnd in range(1, args.mining_rounds + 1):
-            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params, stages / "ds_cnn")
+            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params,
+                            stages / _cache_name("ds_cnn", args))
     stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
 
     log("stage 5: export and model card")
@@ -149,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     export.to_onnx(ds["kws"], params, onnx_path)
     delta = export.keras_onnx_max_delta(ds["kws"], onnx_path, ev.x["phone"][:256].astype(np.float32))
     metrics = {
-        "architecture": "ds_cnn (depthwise-separable CNN), transferred from an 8-word English base",
+        "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
+                        "transferred from an 8-word English base",
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
@@ -177,8 +180,6 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     """The English 8-word base model of an architecture (cached: it does not depend on the French data)."""
     import keras
 
-    from training import models
-
     done = cache / "base.json"
     if done.exists() and (cache / "base.keras").exists() and not args.retrain:
         r = json.loads(done.read_text())
@@ -189,7 +190,7 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     if arch == "seed":
         base = models.seed_cnn(shape, n_base, norm_data=base_tr["x"][:4000])
     else:
-        base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width)
+        base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width, blocks=args.ds_blocks)
     seconds = {"base8": round(fit(base, base_tr["x"], base_tr["y"], args.base_epochs, 1e-3, f"{arch} base8"))}
     base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
                       == base_ev["y"]).mean())
@@ -202,8 +203,6 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
 def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
     """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
     import keras
-
-    from training import models
 
     cache.mkdir(parents=True, exist_ok=True)
     done = cache / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
@@ -283,6 +282,10 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     kws.save(path)
     info_path.write_text(json.dumps({**info, "ft": ft}))
     return {**ds, "kws": kws, "ft": ft, "mining": ds.get("mining", []) + [info]}
+
+
+def _cache_name(arch: str, args) -> str:
+    return f"ds_cnn-w{args.width}-b{args.ds_blocks}" if arch == "ds_cnn" else arch
 
 
 def _provenance(lang: str) -> dict:

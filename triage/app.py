@@ -30,7 +30,7 @@ async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, 
         embedded = EmbeddedRedis(data_dir / "redis").start()
         redis_url = embedded.url
         say(f"embedded Redis (AOF) on {redis_url}, data in {data_dir / 'redis'}")
-    store = RouteStore(redis_url)
+    store = RouteStore(redis_url, prefix=config.key_prefix)
     server = TriageServer(model, store, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,7 +110,8 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
 
     def start(i: int):
         p = ctx.Process(target=_worker_main, name=f"triage-worker-{i}", daemon=False,
-                        args=(replace(config, worker=f"{os.getpid()}-{i}"), model.path, redis_url, data_dir))
+                        args=(replace(config, reuse_port=True, instance=f"{config.instance}-w{i}"), model.path,
+                              redis_url, data_dir))
         p.start()
         return p
 

@@ -85,18 +85,22 @@ def cmd_replay(args) -> int:
     return 1 if failed else 0
 
 
+def _key_prefix(args) -> str:
+    from triage.store import DEFAULT_PREFIX
+
+    return args.key_prefix or os.environ.get("TRIAGE_KEY_PREFIX") or DEFAULT_PREFIX
+
+
 def _server_config(args):
-    import os
 
     from triage.server import ServerConfig
 
     return ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TRIAGE_TOKEN"),
-                        max_calls=getattr(args, "max_calls", 500))
+                        max_calls=getattr(args, "max_calls", 500), key_prefix=_key_prefix(args))
 
 
 def cmd_serve(args) -> int:
     import asyncio
-    import os
 
     from triage.app import DEFAULT_DATA_DIR, run, serve_workers
 
@@ -113,7 +117,6 @@ def cmd_serve(args) -> int:
 
 def cmd_demo(args) -> int:
     import asyncio
-    import os
 
     from triage.app import DEFAULT_DATA_DIR, run
     from triage.demo import loop_demo_calls
@@ -191,7 +194,6 @@ def cmd_call(args) -> int:
 
 def cmd_dispatch(args) -> int:
     import asyncio
-    import os
 
     from triage.dispatch import console
 
@@ -199,7 +201,7 @@ def cmd_dispatch(args) -> int:
     if not url:
         _err("dispatch needs the service's Redis: --redis-url URL or REDIS_URL (triage serve prints it)")
         return 2
-    return asyncio.run(console(url, args.service, args.name))
+    return asyncio.run(console(url, args.service, args.name, _key_prefix(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -232,12 +234,18 @@ def build_parser() -> argparse.ArgumentParser:
     model_arg(p)
     p.set_defaults(run=cmd_replay)
 
+    def key_prefix_arg(p):
+        p.add_argument("--key-prefix", default=None,
+                       help="start of every Redis key (default: TRIAGE_KEY_PREFIX, else triage:); on Redis "
+                            "Cluster use a hash tag such as '{triage}:' so each script's keys share a slot")
+
     def server_args(p):
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8765)
         p.add_argument("--redis-url", help="Redis to route into (default: REDIS_URL, else an embedded server)")
         p.add_argument("--token", help="required from callers and dashboards (default: TRIAGE_TOKEN)")
         p.add_argument("--data-dir", type=Path, help="embedded Redis data directory")
+        key_prefix_arg(p)
         model_arg(p)
 
     p = sub.add_parser("serve", help="run the live service: /call ingest, Redis routing, dashboard",
@@ -278,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service", type=int, required=True, choices=[15, 17, 18])
     p.add_argument("--name", default=None, help="dispatcher name (default: your login)")
     p.add_argument("--redis-url")
+    key_prefix_arg(p)
     p.set_defaults(run=cmd_dispatch)
     return parser
 

@@ -8,16 +8,16 @@ import json
 import sys
 
 from triage.keywords import SERVICE_BY_NUMBER
-from triage.store import RouteStore, StoreError
+from triage.store import DEFAULT_PREFIX, RouteStore, StoreError
 
 
 async def _ask(prompt: str) -> str:
     return (await asyncio.to_thread(input, prompt)).strip().lower()
 
 
-async def console(url: str, service: int, name: str | None = None) -> int:
+async def console(url: str, service: int, name: str | None = None, key_prefix: str = DEFAULT_PREFIX) -> int:
     who = name or getpass.getuser()
-    store = RouteStore(url)
+    store = RouteStore(url, prefix=key_prefix)
     label = f"{service} {SERVICE_BY_NUMBER[service].name}"
     try:
         await store.ensure_groups()

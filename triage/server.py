@@ -23,7 +23,9 @@ import json
 import logging
 import mimetypes
 import os
+import socket
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -41,7 +43,7 @@ from triage.model import KeywordModel
 from triage.protocol import ProtocolError, Start, Stop
 from triage.router import CallRouter, RouteDecision
 from triage.spotter import Detection
-from triage.store import RouteStore, StoreError
+from triage.store import DEFAULT_PREFIX, RouteStore, StoreError
 
 log = logging.getLogger("triage.server")
 DASHBOARD = Path(__file__).parent / "dashboard"
@@ -60,9 +62,11 @@ class ServerConfig:
     score_interval_s: float = 0.1
     outbox_limit: int = 10_000
     allowed_origins: tuple[str, ...] = ()  # beside the server's own host
-    # One of several worker processes on one port (`triage serve --workers N`): the port is shared
-    # (SO_REUSEPORT) and dashboard events travel between workers through Redis pub/sub.
-    worker: str | None = None
+    # Dashboard events travel between all servers on one Redis (worker processes, replicas, machines)
+    # through pub/sub; each knows its own by this name.
+    instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    reuse_port: bool = False  # one of `triage serve --workers N` processes sharing the port
+    key_prefix: str = DEFAULT_PREFIX  # of every Redis key; a hash tag such as "{triage}:" on Redis Cluster
 
 
 @dataclass
@@ -145,12 +149,10 @@ class TriageServer:
         self._server = await serve(self._handler, self.config.host, self.config.port,
                                    process_request=self._process_request, max_size=self.config.max_message_bytes,
                                    ping_interval=20, ping_timeout=20, close_timeout=5,
-                                   reuse_port=self.config.worker is not None)
+                                   reuse_port=self.config.reuse_port)
         self.config.port = self._server.sockets[0].getsockname()[1]
-        loops = [self._scoring_loop(), self._outbox_loop(), self._reaper_loop()]
-        if self.config.worker is not None:
-            loops += [self._fan_out_loop(), self._fan_in_loop()]
-        for coro in loops:
+        for coro in (self._scoring_loop(), self._outbox_loop(), self._reaper_loop(), self._fan_out_loop(),
+                     self._fan_in_loop()):
             self._tasks.append(asyncio.create_task(coro))
 
     async def stop(self) -> None:
@@ -191,7 +193,8 @@ class TriageServer:
             ok = self.redis_up
             return connection.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
                                       json.dumps({"redis": self.redis_up, "model": str(self.model.path),
-                                                  "live_calls": len(self.sessions), "worker": self.config.worker,
+                                                  "live_calls": len(self.sessions),
+                                                  "instance": self.config.instance,
                                                   "pid": os.getpid()}) + "\n")
         if path == "/metrics":
             return _set_header(connection.respond(HTTPStatus.OK, await self._metrics_text()),
@@ -437,9 +440,8 @@ class TriageServer:
                 await s.ws.send(json.dumps(ev, ensure_ascii=False))
 
     def _broadcast(self, ev: dict) -> None:
-        if self.config.worker is not None:
-            with contextlib.suppress(asyncio.QueueFull):  # the live view only: state is in Redis
-                self._fan_out.put_nowait(json.dumps({"worker": self.config.worker, "event": ev}, ensure_ascii=False))
+        with contextlib.suppress(asyncio.QueueFull):  # the live view only: state is in Redis
+            self._fan_out.put_nowait(json.dumps({"from": self.config.instance, "event": ev}, ensure_ascii=False))
         if self.feeds:
             self._to_feeds(json.dumps(ev, ensure_ascii=False))
 
@@ -452,7 +454,8 @@ class TriageServer:
                 asyncio.ensure_future(ws.close(protocol.CLOSE_TRY_AGAIN, "too slow, reconnect"))
 
     async def _fan_out_loop(self) -> None:
-        """This worker's dashboard events to the other workers (batched; lost only while Redis is)."""
+        """This server's dashboard events to the other servers on the same Redis (batched; while Redis
+        is down, other servers' dashboards miss them live and get the state from Redis on reconnect)."""
         while True:
             batch = [await self._fan_out.get()]
             while not self._fan_out.empty() and len(batch) < 500:
@@ -461,18 +464,16 @@ class TriageServer:
                 await self.store.fan_out(batch)
 
     async def _fan_in_loop(self) -> None:
-        """The other workers' dashboard events to this worker's dashboards."""
-        from triage.store import FEED_CHANNEL
-
+        """The other servers' dashboard events to this server's dashboards."""
         while True:
             sub = self.store.fan_in()
             try:
-                await sub.subscribe(FEED_CHANNEL)
+                await sub.subscribe(self.store.feed_channel)
                 async for msg in sub.listen():
                     if msg.get("type") != "message":
                         continue
                     envelope = json.loads(msg["data"])
-                    if envelope.get("worker") != self.config.worker and self.feeds:
+                    if envelope.get("from") != self.config.instance and self.feeds:
                         self._to_feeds(json.dumps(envelope["event"], ensure_ascii=False))
             except (RedisError, OSError):
                 await asyncio.sleep(1.0)  # Redis down: the outbox loop reports it; subscribe again

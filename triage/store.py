@@ -25,19 +25,7 @@ SERVICES = tuple(SERVICE_BY_NUMBER)
 GROUP = "dispatchers"
 
 
-def queue_key(service: int) -> str:
-    return f"triage:queue:{service}"
-
-
-def call_key(call_id: str) -> str:
-    return f"triage:call:{call_id}"
-
-
-EVENTS = "triage:events"
-ACTIONS = "triage:actions"
-# Pub/sub, not a key: what one worker process shows its dashboards, the other workers show theirs.
-FEED_CHANNEL = "triage:feed"
-
+DEFAULT_PREFIX = "triage:"
 # KEYS: call hash, queue stream. ARGV: service, then the stream entry's field/value pairs.
 _ROUTE = """
 if redis.call('HEXISTS', KEYS[1], 'route:' .. ARGV[1]) == 1 then
@@ -98,8 +86,11 @@ def _s(x) -> str:
 
 class RouteStore:
     def __init__(self, url: str, events_maxlen: int = 10_000, claim_idle_ms: int = 60_000,
-                 socket_timeout: float = 2.0):
+                 socket_timeout: float = 2.0, prefix: str = DEFAULT_PREFIX):
+        """`prefix` starts every key; on Redis Cluster give it a hash tag (`{triage}:`) so that each
+        script's keys (a call's hash and a queue) are in one slot."""
         self.url = url
+        self.prefix = prefix
         self.events_maxlen = events_maxlen
         self.claim_idle_ms = claim_idle_ms
         self.redis = aioredis.Redis.from_url(url, socket_timeout=socket_timeout,
@@ -108,6 +99,25 @@ class RouteStore:
         self._claim = self.redis.register_script(_CLAIM)
         self._finish = self.redis.register_script(_FINISH)
         self._subscriber: aioredis.Redis | None = None
+
+    def queue_key(self, service: int) -> str:
+        return f"{self.prefix}queue:{service}"
+
+    def call_key(self, call_id: str) -> str:
+        return f"{self.prefix}call:{call_id}"
+
+    @property
+    def events_key(self) -> str:
+        return f"{self.prefix}events"
+
+    @property
+    def actions_key(self) -> str:
+        return f"{self.prefix}actions"
+
+    @property
+    def feed_channel(self) -> str:
+        # Pub/sub, not a key: what one server shows its dashboards, the others show theirs.
+        return f"{self.prefix}feed"
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -120,14 +130,14 @@ class RouteStore:
     async def ensure_groups(self) -> None:
         for s in SERVICES:
             try:
-                await self.redis.xgroup_create(queue_key(s), GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(self.queue_key(s), GROUP, id="0", mkstream=True)
             except ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
 
     # -- the live path ------------------------------------------------------------------------------
     async def save_call(self, call_id: str, fields: dict) -> None:
-        await self.redis.hset(call_key(call_id), mapping={k: _enc(v) for k, v in fields.items()})
+        await self.redis.hset(self.call_key(call_id), mapping={k: _enc(v) for k, v in fields.items()})
 
     async def route(self, call_id: str, service: int, keywords: list[str], evidence: list[dict],
                     call_time: float, metadata: dict | None = None) -> str | None:
@@ -136,24 +146,24 @@ class RouteStore:
                   "evidence": json.dumps(evidence, ensure_ascii=False), "call_time": f"{call_time:.3f}",
                   "routed_at": f"{time.time():.3f}", "metadata": json.dumps(metadata or {}, ensure_ascii=False)}
         args = [str(service)] + [x for kv in fields.items() for x in kv]
-        return await self._route(keys=[call_key(call_id), queue_key(service)], args=args)
+        return await self._route(keys=[self.call_key(call_id), self.queue_key(service)], args=args)
 
     async def routed_services(self, call_id: str) -> list[int]:
-        h = await self.redis.hgetall(call_key(call_id))
+        h = await self.redis.hgetall(self.call_key(call_id))
         return sorted(int(k.split(":")[1]) for k in h if k.startswith("route:"))
 
     async def publish(self, event: dict) -> str:
-        return await self.redis.xadd(EVENTS, {"event": json.dumps(event, ensure_ascii=False)},
+        return await self.redis.xadd(self.events_key, {"event": json.dumps(event, ensure_ascii=False)},
                                      maxlen=self.events_maxlen, approximate=True)
 
     async def fan_out(self, messages: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for m in messages:
-            pipe.publish(FEED_CHANNEL, m)
+            pipe.publish(self.feed_channel, m)
         await pipe.execute()
 
     def fan_in(self):
-        """A pub/sub subscription to the feed channel (subscribe with `await sub.subscribe(FEED_CHANNEL)`),
+        """A pub/sub subscription to the feed channel (subscribe with `await sub.subscribe(store.feed_channel)`),
         on its own connection: a quiet channel must not trip the request timeout of the main one."""
         if self._subscriber is None:
             self._subscriber = aioredis.Redis.from_url(self.url, decode_responses=True, socket_connect_timeout=2,
@@ -161,12 +171,12 @@ class RouteStore:
         return self._subscriber.pubsub(ignore_subscribe_messages=True)
 
     async def call(self, call_id: str) -> dict:
-        return await self.redis.hgetall(call_key(call_id))
+        return await self.redis.hgetall(self.call_key(call_id))
 
     async def depths(self) -> dict[int, int]:
         pipe = self.redis.pipeline()
         for s in SERVICES:
-            pipe.xlen(queue_key(s))
+            pipe.xlen(self.queue_key(s))
         return dict(zip(SERVICES, await pipe.execute(), strict=True))
 
     # -- dispatchers ----------------------------------------------------------------------------------
@@ -175,16 +185,16 @@ class RouteStore:
         entry = {"action": action, "dispatcher": dispatcher, "call_id": call_id, "service": str(service),
                  "at": f"{time.time():.3f}", "model_said": call.get("route_keywords", ""), **{
                      k: _enc(v) for k, v in extra.items()}}
-        await self.redis.xadd(ACTIONS, entry)
+        await self.redis.xadd(self.actions_key, entry)
         await self.publish({"type": "action", **entry})
 
     async def claim(self, call_id: str, service: int, dispatcher: str) -> None:
-        r = await self._claim(keys=[call_key(call_id)], args=[str(service), dispatcher, f"{time.time():.3f}"])
+        r = await self._claim(keys=[self.call_key(call_id)], args=[str(service), dispatcher, f"{time.time():.3f}"])
         _check(r, call_id, service)
         await self._log("claim", dispatcher, call_id, service)
 
     async def ack(self, call_id: str, service: int, dispatcher: str) -> None:
-        r = await self._finish(keys=[call_key(call_id), queue_key(service)],
+        r = await self._finish(keys=[self.call_key(call_id), self.queue_key(service)],
                                args=[str(service), dispatcher, f"{time.time():.3f}", "acked"])
         _check(r, call_id, service)
         await self._log("ack", dispatcher, call_id, service)
@@ -194,7 +204,7 @@ class RouteStore:
             raise StoreError(f"cannot re-route call {call_id} from {service} to {to_service}: expected another "
                              f"of {', '.join(map(str, SERVICES))}")
         call = await self.call(call_id)
-        r = await self._finish(keys=[call_key(call_id), queue_key(service)],
+        r = await self._finish(keys=[self.call_key(call_id), self.queue_key(service)],
                                args=[str(service), dispatcher, f"{time.time():.3f}", "rerouted"])
         _check(r, call_id, service)
         entry = await self.route(call_id, to_service, [], [{"rerouted_from": service, "by": dispatcher}], 0.0,
@@ -203,21 +213,21 @@ class RouteStore:
         return entry
 
     async def mark_wrong(self, call_id: str, keyword: str, at: float, dispatcher: str, service: int = 0) -> None:
-        if not await self.redis.exists(call_key(call_id)):
+        if not await self.redis.exists(self.call_key(call_id)):
             raise StoreError(f"unknown call {call_id!r}")
-        await self.redis.hset(call_key(call_id), f"wrong:{keyword}@{at:.3f}", dispatcher)
+        await self.redis.hset(self.call_key(call_id), f"wrong:{keyword}@{at:.3f}", dispatcher)
         await self._log("wrong_detection", dispatcher, call_id, service, keyword=keyword, detection_time=at)
 
     async def next_for(self, service: int, dispatcher: str) -> QueueEntry | None:
         """The next call of a service for a console dispatcher: first any entry a crashed dispatcher left
         pending for longer than `claim_idle_ms`, then new ones; the call is claimed for `dispatcher`."""
-        key = queue_key(service)
+        key = self.queue_key(service)
         _, stale, _ = await self.redis.xautoclaim(key, GROUP, dispatcher, self.claim_idle_ms, "0-0", count=10)
         for entry_id, fields in stale:
             if fields is None:
                 continue
             e = QueueEntry.from_stream(service, entry_id, fields)
-            await self.redis.hset(call_key(e.call_id), f"claimed_by:{service}", dispatcher)
+            await self.redis.hset(self.call_key(e.call_id), f"claimed_by:{service}", dispatcher)
             return e
         while True:
             got = await self.redis.xreadgroup(GROUP, dispatcher, {key: ">"}, count=1)
@@ -234,7 +244,7 @@ class RouteStore:
     async def waiting(self, service: int, count: int = 200) -> list[tuple[QueueEntry, dict]]:
         """Entries of a queue not yet acknowledged or re-routed, oldest first, with their call hash."""
         out = []
-        for entry_id, fields in await self.redis.xrange(queue_key(service), count=count * 4):
+        for entry_id, fields in await self.redis.xrange(self.queue_key(service), count=count * 4):
             e = QueueEntry.from_stream(service, entry_id, fields)
             call = await self.call(e.call_id)
             if call.get(f"state:{service}") in ("waiting", "claimed"):
