@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--head-epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=14, help="seed recipe fine-tuning epochs")
     ap.add_argument("--ds-epochs", type=int, default=6, help="DS-CNN fine-tuning epochs (all layers)")
-    ap.add_argument("--width", type=int, default=128, help="DS-CNN channels")
+    ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
     ap.add_argument("--ds-blocks", default=models.DS_BLOCKS, help="DS-CNN block strides, time x mel")
     ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))

@@ -48,18 +48,17 @@ def unfreeze_upper(body, names: tuple[str, ...] = ("conv2", "dense")) -> None:
         layer.trainable = layer.name in names
 
 
-DS_BLOCKS = "2x2,1x1,2x1,1x1,1x1"  # (time x mel) stride of each depthwise-separable block
+DS_BLOCKS = "2x2,1x1,1x1,1x1"  # (time x mel) stride of each depthwise-separable block
 
 
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
            blocks: str = DS_BLOCKS):
-    """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for ~10-20 M multiply-adds
-    per window so that one core scores hundreds of live calls. No Resizing: full time resolution at the
-    input. Its body ends in global average pooling, so the keyword may sit anywhere in the window.
+    """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for ~7 M multiply-adds per
+    window so that one core scores hundreds of live calls. No Resizing: it keeps the full time resolution.
+    Its body ends in global average pooling, so the keyword may sit anywhere in the window.
 
-    The default blocks halve time twice after the first convolution, so one output position hears
-    0.62 s: a whole keyword with its neighbours' edges, not only a syllable of it (with "2x2,1x1,1x1,1x1",
-    the v3 model, 0.38 s — "vol" heard inside "volontiers" looked like "vol")."""
+    With the default blocks one output position hears 0.38 s; more time strides (e.g.
+    "2x2,1x1,2x1,1x1,1x1", 0.62 s) let it hear a whole keyword — an option not yet measured."""
     import keras
     from keras import layers
 

@@ -61,18 +61,23 @@ def _context(aug: Augmenter, rng: np.random.Generator, rate: int) -> np.ndarray:
     return np.concatenate([piece, pause]) if rng.random() < 0.5 else np.concatenate([pause, piece])
 
 
+def in_context(utt: Utterance, banks: Banks, rng: np.random.Generator, rate: int):
+    """The utterance as a call carries it: between pauses or other speech, through a room, noise and
+    (often) the phone line. Returns (16 kHz audio, keyword times in it)."""
+    aug = Augmenter(banks, rng)
+    before, after = _context(aug, rng, rate), _context(aug, rng, rate)
+    x = np.concatenate([before, utt.audio * rng.uniform(0.4, 1.0), after]).astype(np.float32)
+    shift = len(before) / rate
+    return aug.channel(x), [(k, s + shift, e + shift) for k, s, e in utt.words]
+
+
 def _windows(i: int) -> list[tuple[np.ndarray, str]]:
     utt: Utterance = _STATE["utts"][i]
     p: FeatureParams = _STATE["params"]
     rng = np.random.default_rng((_STATE["seed"], i))
-    aug = Augmenter(_STATE["banks"], rng)
     rate = p.sample_rate
-    before, after = _context(aug, rng, rate), _context(aug, rng, rate)
-    x = np.concatenate([before, utt.audio * rng.uniform(0.4, 1.0), after]).astype(np.float32)
-    x = aug.channel(x)
+    x, words = in_context(utt, _STATE["banks"], rng, rate)
     frames = _STATE["extractor"].frames(x)
-    shift = len(before) / rate
-    words = [(k, s + shift, e + shift) for k, s, e in utt.words]
     hop = round(HOP_S * rate / p.hop_length)
     length = p.window_samples / rate
     keyword, unknown = [], []
