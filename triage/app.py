@@ -25,11 +25,7 @@ def say(msg: str) -> None:
 
 async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, data_dir: Path,
               extra: Callable[[TriageServer], Awaitable[None]] | None = None, announce: bool = True) -> int:
-    embedded = None
-    if not redis_url:
-        embedded = EmbeddedRedis(data_dir / "redis").start()
-        redis_url = embedded.url
-        say(f"embedded Redis (AOF) on {redis_url}, data in {data_dir / 'redis'}")
+    redis_url, embedded = _redis(redis_url, data_dir)
     store = RouteStore(redis_url, prefix=config.key_prefix)
     server = TriageServer(model, store, config)
     stop = asyncio.Event()
@@ -61,6 +57,15 @@ async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, 
             embedded.stop()
 
 
+def _redis(redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedRedis | None]:
+    """The Redis to use: the given URL, or an embedded server started in `data_dir` (stop it after)."""
+    if redis_url:
+        return redis_url, None
+    embedded = EmbeddedRedis(data_dir / "redis").start()
+    say(f"embedded Redis (AOF) on {embedded.url}, data in {data_dir / 'redis'}")
+    return embedded.url, embedded
+
+
 def _announce(config: ServerConfig, model_path: Path, workers: int = 1) -> None:
     base = f"http://{config.host}:{config.port}"
     say(f"triage serving with model {model_path.name}" + (f" in {workers} worker processes" if workers > 1 else ""))
@@ -81,7 +86,7 @@ def _worker_main(config: ServerConfig, model_path: Path, redis_url: str, data_di
     try:
         sys.exit(asyncio.run(run(config, KeywordModel(model_path), redis_url, data_dir, announce=False)))
     except RuntimeError as e:
-        say(f"worker {config.worker}: {e}")
+        say(f"worker {config.instance}: {e}")
         sys.exit(1)
 
 
@@ -98,11 +103,7 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
 
     from triage.embedded_redis import free_port
 
-    embedded = None
-    if not redis_url:
-        embedded = EmbeddedRedis(data_dir / "redis").start()
-        redis_url = embedded.url
-        say(f"embedded Redis (AOF) on {redis_url}, data in {data_dir / 'redis'}")
+    redis_url, embedded = _redis(redis_url, data_dir)
     if config.port == 0:
         config.port = free_port(config.host)
     ctx = mp.get_context("spawn")

@@ -361,7 +361,8 @@ class TriageServer:
                 log.exception("scoring failed")
                 self.metrics.inc("triage_errors_total", code="scoring")
             now = time.monotonic()
-            if now - last_level >= level_every and self.feeds:
+            # Sent even with no dashboard here: dashboards on other servers see this server's calls.
+            if now - last_level >= level_every and self.sessions:
                 last_level = now
                 self._broadcast({"type": "levels", "calls": {
                     s.call_id: {"level_db": round(s.audio.level_db, 1), "duration": round(s.duration, 2)}
