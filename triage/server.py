@@ -137,6 +137,7 @@ class TriageServer:
         self._server = None
         self._scoring = asyncio.Lock()
         self._fan_out: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
+        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -157,6 +158,7 @@ class TriageServer:
 
     async def stop(self) -> None:
         """Graceful: end live calls with a summary, flush the outbox, close the sockets."""
+        self._closing = True
         for s in list(self.sessions.values()):
             await self._end_call(s, "server_shutdown")
         if self._server:
@@ -466,12 +468,15 @@ class TriageServer:
 
     async def _fan_in_loop(self) -> None:
         """The other servers' dashboard events to this server's dashboards."""
-        while True:
+        # get_message with a timeout rather than listen(): a task cancelled inside redis-py's listen()
+        # can stay pending for ever (seen as a hung stop()), so the loop also ends on `_closing`.
+        while not self._closing:
             sub = self.store.fan_in()
             try:
                 await sub.subscribe(self.store.feed_channel)
-                async for msg in sub.listen():
-                    if msg.get("type") != "message":
+                while not self._closing:
+                    msg = await sub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if msg is None or msg.get("type") != "message":
                         continue
                     envelope = json.loads(msg["data"])
                     if envelope.get("from") != self.config.instance and self.feeds:
