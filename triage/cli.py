@@ -92,7 +92,6 @@ def _key_prefix(args) -> str:
 
 
 def _server_config(args):
-
     from triage.server import ServerConfig
 
     return ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TRIAGE_TOKEN"),
