@@ -12,6 +12,7 @@ import redis
 from livekit import collect, mulaw_frames, send_audio, start_call
 from onnx_models import silence, tone
 
+from triage.credentials import CredentialFile, Credentials
 from triage.embedded_redis import EmbeddedRedis
 from triage.model import KeywordModel
 from triage.server import ServerConfig, TriageServer
@@ -23,10 +24,10 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian chromium not in
 
 
 class ServerThread:
-    def __init__(self, model_path, redis_url):
+    def __init__(self, model_path, redis_url, **config):
         self.loop = asyncio.new_event_loop()
         self.server = TriageServer(KeywordModel(model_path), RouteStore(redis_url),
-                                   ServerConfig(port=0, score_interval_s=0.02))
+                                   ServerConfig(port=0, score_interval_s=0.02, **config))
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def __enter__(self):
@@ -112,3 +113,49 @@ def test_second_dispatcher_sees_a_clear_refusal(loud_model_path, tmp_path):
             browser.close()
         db = redis.Redis.from_url(r.url, decode_responses=True)
         assert db.hget("triage:call:two-1", "state:18") == "claimed"
+
+
+def test_dispatcher_signs_in_once_and_acts_under_the_credential_name(loud_model_path, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    users = CredentialFile(tmp_path / "users.json")
+    creds = Credentials()
+    alice = creds.add("alice", "dispatcher", time.time())
+    users.save(creds.users)
+    with EmbeddedRedis(tmp_path / "redis") as r, \
+            ServerThread(loud_model_path, r.url, token="ingest-secret", users_file=users.path) as st:
+        port = st.server.config.port
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator("#login")).to_be_visible()
+            page.fill("#credential", "ingest-secret")  # a gateway's credential does not open the feed
+            page.locator("#login button").click()
+            expect(page.locator("#login-error")).to_contain_text("cannot be used for dispatcher")
+            page.fill("#credential", alice)
+            page.locator("#login button").click()
+            expect(page.locator("#status")).to_have_text("connecté")
+            expect(page.locator("#dispatcher")).to_have_value("alice")
+            expect(page.locator("#login")).to_be_hidden()
+            page.reload()  # kept for the session: no second sign-in
+            expect(page.locator("#status")).to_have_text("connecté")
+            expect(page.locator("#login")).to_be_hidden()
+
+            async def fire_call():
+                ws, _ = await start_call(f"ws://127.0.0.1:{port}/call?token=ingest-secret", "signed-1")
+                await send_audio(ws, mulaw_frames(np.concatenate([tone(0.9, rate=8000), silence(1.0, 8000)])))
+                await ws.send(json.dumps({"type": "stop"}))
+                await collect(ws, "summary")
+                await ws.close()
+            st.run(fire_call())
+            card = page.locator('[data-cards="18"] .card[data-call="signed-1"]')
+            # The name field is read-only; a forged name in the page changes nothing on the server.
+            page.evaluate("document.querySelector('#dispatcher').value = 'mallory'")
+            card.locator(".claim").click()
+            expect(card.locator(".state")).to_have_text("pris par alice")
+            browser.close()
+        db = redis.Redis.from_url(r.url, decode_responses=True)
+        assert db.hget("triage:call:signed-1", "claimed_by:18") == "alice"
+        assert [a[1]["dispatcher"] for a in db.xrange("triage:actions")] == ["alice"]

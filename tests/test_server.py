@@ -12,6 +12,7 @@ from onnx_models import silence, tone
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from triage.credentials import CredentialFile, Credentials
 from triage.embedded_redis import EmbeddedRedis
 from triage.model import KeywordModel
 from triage.server import ServerConfig, TriageServer
@@ -166,7 +167,12 @@ def test_bad_audio_ends_only_that_call_and_others_go_on(loud_model_path, redis_s
     assert events[-1]["services"] == [18]
 
 
-def test_token_capacity_and_origin_are_checked_before_the_upgrade(loud_model_path, redis_server, rdb):
+def test_token_capacity_and_origin_are_checked_before_the_upgrade(loud_model_path, redis_server, rdb, tmp_path):
+    users = CredentialFile(tmp_path / "users.json")
+    creds = Credentials()
+    alice = creds.add("alice", "dispatcher", time.time())
+    users.save(creds.users)
+
     async def scenario(server, base):
         statuses = []
         for kwargs in ({}, {"additional_headers": {"Authorization": "Bearer wrong"}}):
@@ -178,12 +184,13 @@ def test_token_capacity_and_origin_are_checked_before_the_upgrade(loud_model_pat
             await connect(base + "/call", additional_headers={"Authorization": "Bearer s3cret"})
         statuses.append(e.value.response.status_code)
         with pytest.raises(InvalidStatus) as e:
-            await connect(base + "/feed?token=s3cret", origin="http://evil.example")
+            await connect(base + f"/feed?token={alice}", origin="http://evil.example")
         statuses.append(e.value.response.status_code)
         await ok.close()
         return statuses, ready
 
-    statuses, ready = live(loud_model_path, redis_server.url, scenario, token="s3cret", max_calls=1)
+    statuses, ready = live(loud_model_path, redis_server.url, scenario, token="s3cret", max_calls=1,
+                           users_file=users.path)
     assert statuses == [401, 401, 503, 403] and ready["type"] == "ready"
 
 

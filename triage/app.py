@@ -24,7 +24,8 @@ def say(msg: str) -> None:
 
 
 async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, data_dir: Path,
-              extra: Callable[[TriageServer], Awaitable[None]] | None = None, announce: bool = True) -> int:
+              extra: Callable[[TriageServer], Awaitable[None]] | None = None, announce: bool = True,
+              dashboard_token: str | None = None) -> int:
     redis_url, embedded = _redis(redis_url, data_dir)
     store = RouteStore(redis_url, prefix=config.key_prefix)
     server = TriageServer(model, store, config)
@@ -35,7 +36,7 @@ async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, 
     try:
         await server.start()
         if announce:
-            _announce(config, model.path)
+            _announce(config, model.path, dashboard_token=dashboard_token)
         tasks = [asyncio.create_task(stop.wait())]
         if extra is not None:
             tasks.append(asyncio.create_task(extra(server)))
@@ -66,12 +67,17 @@ def _redis(redis_url: str | None, data_dir: Path) -> tuple[str, EmbeddedRedis | 
     return embedded.url, embedded
 
 
-def _announce(config: ServerConfig, model_path: Path, workers: int = 1) -> None:
-    base = f"http://{config.host}:{config.port}"
+def _announce(config: ServerConfig, model_path: Path, workers: int = 1, dashboard_token: str | None = None) -> None:
+    tls = "s" if config.certfile else ""
+    base, ws = f"http{tls}://{config.host}:{config.port}", f"ws{tls}://{config.host}:{config.port}"
     say(f"triage serving with model {model_path.name}" + (f" in {workers} worker processes" if workers > 1 else ""))
-    say(f"  dashboard  {base}/" + (f"?token={config.token}" if config.token else ""))
-    say(f"  calls      ws://{config.host}:{config.port}/call")
-    say(f"  feed       ws://{config.host}:{config.port}/feed")
+    if dashboard_token:
+        say(f"  dashboard  {base}/?token={dashboard_token}   (dispatcher 'demo', made for this run)")
+    else:
+        say(f"  dashboard  {base}/" + ("   (asks for a dispatcher credential: triage users add NAME)"
+                                       if config.token or config.users_file else ""))
+    say(f"  calls      {ws}/call" + (f"   (ingest token {config.token})" if dashboard_token else ""))
+    say(f"  feed       {ws}/feed")
     say(f"  health     {base}/healthz   metrics {base}/metrics" + ("  (per worker)" if workers > 1 else ""))
 
 

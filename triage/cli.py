@@ -94,7 +94,11 @@ def _key_prefix(args) -> str:
 def _server_config(args):
     from triage.server import ServerConfig
 
+    if bool(args.certfile) != bool(args.keyfile):
+        raise SystemExit("triage: error: --certfile and --keyfile go together")
+    users = args.users or os.environ.get("TRIAGE_USERS")
     return ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TRIAGE_TOKEN"),
+                        users_file=Path(users) if users else None, certfile=args.certfile, keyfile=args.keyfile,
                         max_calls=getattr(args, "max_calls", 500), key_prefix=_key_prefix(args))
 
 
@@ -116,19 +120,27 @@ def cmd_serve(args) -> int:
 
 def cmd_demo(args) -> int:
     import asyncio
+    from dataclasses import replace
 
     from triage.app import DEFAULT_DATA_DIR, run
-    from triage.demo import loop_demo_calls
+    from triage.demo import demo_credentials, loop_demo_calls
 
     model = _load_model(args)
     config = _server_config(args)
+    data_dir = args.data_dir or DEFAULT_DATA_DIR / "demo"
+    dashboard_token = None
+    if not (config.token or config.users_file):
+        token, dashboard_token = demo_credentials(data_dir / "users.json")
+        config = replace(config, token=token, users_file=data_dir / "users.json")
 
     async def demo(server):
-        await loop_demo_calls(f"ws://{config.host}:{config.port}/call", config.token, rounds=args.rounds)
+        scheme = "wss" if config.certfile else "ws"
+        await loop_demo_calls(f"{scheme}://{config.host}:{config.port}/call", config.token, rounds=args.rounds,
+                              cafile=str(config.certfile) if config.certfile else None)
 
     try:
-        return asyncio.run(run(config, model, args.redis_url or os.environ.get("REDIS_URL"),
-                               args.data_dir or DEFAULT_DATA_DIR / "demo", demo))
+        return asyncio.run(run(config, model, args.redis_url or os.environ.get("REDIS_URL"), data_dir, demo,
+                               dashboard_token=dashboard_token))
     except RuntimeError as e:
         _err(str(e))
         return 1
@@ -156,9 +168,10 @@ def cmd_call(args) -> int:
         elif kind in ("reconnecting", "warning", "store_recovered", "error"):
             _err(f"{kind}: {ev.get('reason') or ev.get('message')}")
 
+    token = args.token or os.environ.get("TRIAGE_TOKEN")
     try:
         if args.mic:
-            asyncio.run(client.stream_microphone(args.url, args.token, show))
+            asyncio.run(client.stream_microphone(args.url, token, show, cafile=args.cafile))
             return 0
         if args.say:
             samples, rate = client.synthesize(args.say)
@@ -171,7 +184,7 @@ def cmd_call(args) -> int:
 
         async def many():
             return await asyncio.gather(*(client.stream_call(
-                args.url, data, width, args.rate, args.encoding, speed=args.speed, token=args.token,
+                args.url, data, width, args.rate, args.encoding, speed=args.speed, token=token, cafile=args.cafile,
                 metadata={"source": args.file or "say", **({"caller": f"sim-{i}"} if args.calls > 1 else {})},
                 on_event=show) for i in range(args.calls)), return_exceptions=True)
         failed = [r for r in asyncio.run(many()) if isinstance(r, BaseException)]
@@ -189,6 +202,46 @@ def cmd_call(args) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _users_file(args):
+    from triage.credentials import CredentialFile
+
+    path = args.file or os.environ.get("TRIAGE_USERS")
+    if not path:
+        raise SystemExit("triage: error: give --file or set TRIAGE_USERS (the file `triage serve --users` reads)")
+    return CredentialFile(Path(path))
+
+
+def cmd_users(args) -> int:
+    import time
+
+    from triage.credentials import CredentialError, Credentials
+
+    file = _users_file(args)
+    try:
+        creds = Credentials(file.users())
+        if args.action == "list":
+            now = time.time()
+            for name, u in sorted(creds.users.items()):
+                expires = u.get("expires")
+                state = "" if expires is None else (" EXPIRED" if expires <= now else
+                                                    f" expires {time.strftime('%Y-%m-%d', time.gmtime(expires))}")
+                print(f"{name}\t{u['role']}\tcreated {time.strftime('%Y-%m-%d', time.gmtime(u['created']))}{state}")
+            return 0
+        if args.action == "add":
+            token = creds.add(args.name, args.role, time.time(), args.expires_days)
+            file.save(creds.users)
+            print(token)
+            _err(f"{args.role} {args.name!r} added to {file.path}; the token above is shown only once")
+            return 0
+        creds.remove(args.name)
+        file.save(creds.users)
+        _err(f"{args.name!r} removed from {file.path}; a running server refuses it from its next connection")
+        return 0
+    except CredentialError as e:
+        _err(str(e))
+        return 1
 
 
 def cmd_dispatch(args) -> int:
@@ -242,7 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--host", default="127.0.0.1")
         p.add_argument("--port", type=int, default=8765)
         p.add_argument("--redis-url", help="Redis to route into (default: REDIS_URL, else an embedded server)")
-        p.add_argument("--token", help="required from callers and dashboards (default: TRIAGE_TOKEN)")
+        p.add_argument("--token", help="ingest credential required on /call (default: TRIAGE_TOKEN)")
+        p.add_argument("--users", metavar="FILE", help="ingest and dispatcher credentials made with `triage users "
+                                                       "add` (default: TRIAGE_USERS); re-read when it changes")
+        p.add_argument("--certfile", type=Path, help="TLS certificate chain (PEM): serve wss:// and https://")
+        p.add_argument("--keyfile", type=Path, help="TLS private key (PEM) of --certfile")
         p.add_argument("--data-dir", type=Path, help="embedded Redis data directory")
         key_prefix_arg(p)
         model_arg(p)
@@ -276,9 +333,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="line encoding (default: mulaw, like a phone line)")
     p.add_argument("--rate", type=int, default=8000, help="line sample rate (default 8000)")
     p.add_argument("--calls", type=int, default=1, help="run N such calls at once")
-    p.add_argument("--token")
+    p.add_argument("--token", help="ingest credential (default: TRIAGE_TOKEN)")
+    p.add_argument("--cafile", help="certificate (PEM) to trust for a wss:// server with a private or "
+                                    "self-signed certificate")
     p.add_argument("--json", action="store_true", help="print every server event as a JSON line")
     p.set_defaults(run=cmd_call)
+
+    p = sub.add_parser("users", help="add, list or remove ingest and dispatcher credentials",
+                       description="Credentials for `triage serve --users FILE`: ingest ones stream calls on /call "
+                                   "(telephony gateways), dispatcher ones open the dashboard and act under their "
+                                   "name. Only a hash of each token is stored; the token is printed once.")
+    users = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("add", "issue a credential; prints its token"), ("list", "names, roles, expiry"),
+                         ("remove", "revoke a credential")):
+        q = users.add_parser(action, help=text, description=text)
+        q.add_argument("--file", help="users file (default: TRIAGE_USERS)")
+        if action != "list":
+            q.add_argument("name")
+        if action == "add":
+            q.add_argument("--role", default="dispatcher", choices=["dispatcher", "ingest"])
+            q.add_argument("--expires-days", type=float, help="refuse the credential after this many days")
+        q.set_defaults(run=cmd_users)
 
     p = sub.add_parser("dispatch", help="terminal dispatcher console for one service's queue",
                        description="Take the next call of a service's queue, then acknowledge or re-route it.")

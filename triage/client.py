@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -56,8 +57,10 @@ def prepare(samples: np.ndarray, rate: int, encoding: str, send_rate: int) -> tu
 
 async def stream_call(url: str, data: bytes, width: int, rate: int, encoding: str, *, speed: float = 1.0,
                       call_id: str | None = None, token: str | None = None, metadata: dict | None = None,
-                      on_event: Callable[[dict], None] = lambda e: None, max_retries: int = 8) -> dict:
-    """Send one call; returns the server's summary. Reconnects and resumes on dropped connections."""
+                      on_event: Callable[[dict], None] = lambda e: None, max_retries: int = 8,
+                      cafile: str | None = None) -> dict:
+    """Send one call; returns the server's summary. Reconnects and resumes on dropped connections.
+    `cafile` trusts a private certificate authority (or a self-signed server certificate) for wss://."""
     call_id = call_id or uuid.uuid4().hex[:12]
     frame = int(rate * FRAME_S) * width
     headers = {"Authorization": f"Bearer {token}"} if token else None
@@ -65,7 +68,8 @@ async def stream_call(url: str, data: bytes, width: int, rate: int, encoding: st
     retries, backoff = 0, 0.2
     while True:
         try:
-            async with connect(url, additional_headers=headers, max_size=1 << 20, open_timeout=10) as ws:
+            async with connect(url, additional_headers=headers, max_size=1 << 20, open_timeout=10,
+                               ssl=_tls(url, cafile)) as ws:
                 await ws.send(json.dumps({"type": "start", "call_id": call_id, "sample_rate": rate,
                                           "encoding": encoding, "metadata": metadata or {}}))
                 ready = json.loads(await ws.recv())
@@ -82,6 +86,9 @@ async def stream_call(url: str, data: bytes, width: int, rate: int, encoding: st
                 raise CallFailed(f"server refused the connection: HTTP {status} "
                                  f"{e.response.body.decode(errors='replace').strip()}") from None
             err = f"HTTP {status}"
+        except ssl.SSLError as e:
+            raise CallFailed(f"TLS with {url} failed: {e} (a private or self-signed certificate needs --cafile)") \
+                from None
         except (TimeoutError, ConnectionClosed, OSError) as e:
             err = str(e) or type(e).__name__
         retries += 1
@@ -90,6 +97,14 @@ async def stream_call(url: str, data: bytes, width: int, rate: int, encoding: st
         on_event({"type": "reconnecting", "call_id": call_id, "attempt": retries, "reason": err})
         await asyncio.sleep(backoff)
         backoff = min(backoff * 2, 5.0)
+
+
+def _tls(url: str, cafile: str | None) -> ssl.SSLContext | None:
+    if not url.startswith("wss:"):
+        if cafile:
+            raise CallFailed(f"--cafile is for wss:// URLs, not {url}")
+        return None
+    return ssl.create_default_context(cafile=cafile)
 
 
 async def _send_and_listen(ws, data, start, frame, rate, width, speed, on_event) -> dict:
@@ -140,7 +155,7 @@ def open_microphone(rate: int, on_chunk):
         raise CallFailed(f"no usable microphone: {e}") from None
 
 
-async def stream_microphone(url: str, token: str | None, on_event) -> dict:
+async def stream_microphone(url: str, token: str | None, on_event, cafile: str | None = None) -> dict:
     rate = 16000
     loop = asyncio.get_running_loop()
     q: asyncio.Queue = asyncio.Queue()
@@ -148,7 +163,7 @@ async def stream_microphone(url: str, token: str | None, on_event) -> dict:
     call_id = uuid.uuid4().hex[:12]
     headers = {"Authorization": f"Bearer {token}"} if token else None
     try:
-        ws = await connect(url, additional_headers=headers)
+        ws = await connect(url, additional_headers=headers, ssl=_tls(url, cafile))
     except (OSError, InvalidStatus) as e:
         raise CallFailed(f"cannot reach the service at {url}: {e}") from None
     async with ws:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from pathlib import Path
 
 from triage import client
+from triage.credentials import CredentialFile, Credentials, new_token
 
 CALLS_DIR = Path(__file__).parent / "demo_calls"
 
@@ -18,7 +20,18 @@ def demo_calls() -> list[Path]:
     return calls
 
 
-async def loop_demo_calls(url: str, token: str | None, rounds: int = 0, stagger_s: float = 4.0) -> None:
+def demo_credentials(users_path: Path) -> tuple[str, str]:
+    """Fresh credentials for one demo run: an ingest token for the demo calls, and a dispatcher `demo`
+    (in `users_path`) for the dashboard. Returns (ingest token, dispatcher token)."""
+    file = CredentialFile(users_path)
+    creds = Credentials()
+    dispatcher = creds.add("demo", "dispatcher", time.time())
+    file.save(creds.users)
+    return new_token(), dispatcher
+
+
+async def loop_demo_calls(url: str, token: str | None, rounds: int = 0, stagger_s: float = 4.0,
+                          cafile: str | None = None) -> None:
     """Play every demo call, a few seconds apart so that several are live at once; `rounds`=0 loops forever."""
     calls = demo_calls()
     n = 0
@@ -35,6 +48,6 @@ async def loop_demo_calls(url: str, token: str | None, rounds: int = 0, stagger_
                     print(f"{name}: routed to {' + '.join(map(str, ev['services']))}", file=sys.stderr, flush=True)
 
             tasks.append(asyncio.create_task(client.stream_call(url, data, width, 8000, "mulaw", metadata=meta,
-                                                                on_event=show)))
+                                                                token=token, cafile=cafile, on_event=show)))
             await asyncio.sleep(stagger_s)
         await asyncio.gather(*tasks)

@@ -1,8 +1,10 @@
 """The live service: asyncio websockets server around the pure core.
 
-  ws  /call     a caller's audio in; detection / route / summary / error events out
-  ws  /feed     every event out to dashboards; dispatcher actions in (claim, ack, reroute, wrong)
+  ws  /call     a caller's audio in; detection / route / summary / error events out (ingest credential)
+  ws  /feed     every event out to dashboards; dispatcher actions in (claim, ack, reroute, wrong), each
+                under the name of the dispatcher credential that opened the feed
   GET /         the dispatcher dashboard (static files in triage/dashboard)
+  GET /whoami   the dispatcher a credential names (the dashboard's sign-in)
   GET /healthz  200 when Redis and the model are ready
   GET /metrics  Prometheus text
 
@@ -18,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
 import mimetypes
@@ -38,6 +39,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from triage import protocol
+from triage.credentials import CredentialError, CredentialFile, Credentials, Identity
 from triage.engine import CallAudio, ScoringEngine
 from triage.model import KeywordModel
 from triage.protocol import ProtocolError, Start, Stop
@@ -53,7 +55,10 @@ DASHBOARD = Path(__file__).parent / "dashboard"
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
-    token: str | None = None
+    token: str | None = None  # the anonymous ingest credential (`--token`)
+    users_file: Path | None = None  # named ingest and dispatcher credentials (`triage users`)
+    certfile: Path | None = None  # with keyfile: serve wss:// and https://
+    keyfile: Path | None = None
     max_message_bytes: int = 1 << 20
     max_calls: int = 500
     idle_timeout_s: float = 30.0
@@ -138,9 +143,20 @@ class TriageServer:
         self._scoring = asyncio.Lock()
         self._fan_out: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
         self._closing = False
+        self._users = CredentialFile(self.config.users_file) if self.config.users_file else None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self._users is not None:
+            try:
+                self._users.users()
+            except CredentialError as e:
+                raise RuntimeError(str(e)) from None
+        creds = self._credentials()
+        if not _loopback(self.config.host) and not (creds.has_role("ingest") and creds.has_role("dispatcher")):
+            raise RuntimeError(f"refusing to listen on {self.config.host} without credentials: give --token "
+                               f"(ingest) and --users FILE with at least one dispatcher (triage users add), "
+                               f"or listen on 127.0.0.1")
         try:
             await self.store.ping()
             await self.store.ensure_groups()
@@ -150,7 +166,7 @@ class TriageServer:
         self._server = await serve(self._handler, self.config.host, self.config.port,
                                    process_request=self._process_request, max_size=self.config.max_message_bytes,
                                    ping_interval=20, ping_timeout=20, close_timeout=5,
-                                   reuse_port=self.config.reuse_port)
+                                   reuse_port=self.config.reuse_port, ssl=self._tls())
         self.config.port = self._server.sockets[0].getsockname()[1]
         for coro in (self._scoring_loop(), self._outbox_loop(), self._reaper_loop(), self._fan_out_loop(),
                      self._fan_in_loop()):
@@ -173,13 +189,30 @@ class TriageServer:
                 await t
 
     # -- HTTP side ---------------------------------------------------------------------------------
-    def _authorised(self, request) -> bool:
-        if not self.config.token:
-            return True
+    def _tls(self):
+        if not self.config.certfile:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(self.config.certfile, self.config.keyfile)
+        return ctx
+
+    def _credentials(self) -> Credentials:
+        users = {}
+        if self._users is not None:
+            try:
+                users = self._users.users()
+            except CredentialError as e:
+                # Fail closed for named users only: the --token ingest credential keeps calls flowing.
+                log.error("users file unreadable, named credentials refused until it is fixed: %s", e)
+        return Credentials(users, self.config.token, required=self._users is not None)
+
+    def _admission(self, request, role: str):
         header = request.headers.get("Authorization", "")
         given = header[7:] if header.startswith("Bearer ") else None
         given = given or parse_qs(urlsplit(request.path).query).get("token", [None])[0]
-        return given is not None and hmac.compare_digest(given, self.config.token)
+        return self._credentials().admit(given, role, time.time())
 
     def _origin_ok(self, request) -> bool:
         origin = request.headers.get("Origin")
@@ -201,10 +234,18 @@ class TriageServer:
         if path == "/metrics":
             return _set_header(connection.respond(HTTPStatus.OK, await self._metrics_text()),
                                "Content-Type", "text/plain; version=0.0.4")
+        if path == "/whoami":  # the dashboard's sign-in: is this a dispatcher credential, and whose?
+            admission = self._admission(request, "dispatcher")
+            if admission.status != 200:
+                return connection.respond(HTTPStatus(admission.status), admission.message + "\n")
+            return _set_header(connection.respond(HTTPStatus.OK, json.dumps(
+                {"dispatcher": admission.identity.name if admission.identity else None}) + "\n"),
+                "Content-Type", "application/json")
         if path in ("/call", "/feed"):
-            if not self._authorised(request):
-                self.metrics.inc("triage_rejected_total", reason="auth")
-                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+            admission = self._admission(request, "ingest" if path == "/call" else "dispatcher")
+            if admission.status != 200:
+                self.metrics.inc("triage_rejected_total", reason="auth" if admission.status == 401 else "role")
+                return connection.respond(HTTPStatus(admission.status), admission.message + "\n")
             if path == "/feed" and not self._origin_ok(request):
                 self.metrics.inc("triage_rejected_total", reason="origin")
                 return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
@@ -257,7 +298,7 @@ class TriageServer:
         if path == "/call":
             await self._handle_call(ws)
         else:
-            await self._handle_feed(ws)
+            await self._handle_feed(ws, self._admission(ws.request, "dispatcher").identity)
 
     async def _fail(self, ws: ServerConnection, err: ProtocolError, call_id: str | None = None) -> None:
         self.metrics.inc("triage_errors_total", code=err.code)
@@ -542,17 +583,18 @@ class TriageServer:
                     await self._end_call(s, "error:idle_timeout", notify=False)
 
     # -- dashboards --------------------------------------------------------------------------------
-    async def _handle_feed(self, ws: ServerConnection) -> None:
+    async def _handle_feed(self, ws: ServerConnection, identity: Identity | None) -> None:
         # Events are queued from the moment the dashboard connects; the snapshot goes out first, then
         # the queue, so nothing that happens while the snapshot is read is missed.
         q: asyncio.Queue = asyncio.Queue(maxsize=10_000)
         self.feeds[ws] = q
         writer = None
         try:
-            await ws.send(json.dumps(await self._snapshot(), ensure_ascii=False))
+            snapshot = {**await self._snapshot(), "dispatcher": identity.name if identity else None}
+            await ws.send(json.dumps(snapshot, ensure_ascii=False))
             writer = asyncio.create_task(_drain(ws, q))
             async for raw in ws:
-                q.put_nowait(json.dumps(await self._dashboard_action(raw), ensure_ascii=False))
+                q.put_nowait(json.dumps(await self._dashboard_action(raw, identity), ensure_ascii=False))
         except (ConnectionClosed, asyncio.QueueFull):
             pass
         finally:
@@ -571,11 +613,14 @@ class TriageServer:
                             "services": list(s.router.decision.services)} for s in self.sessions.values()}
         return {"type": "snapshot", "queues": queues, "live": live, "redis": self.redis_up}
 
-    async def _dashboard_action(self, raw) -> dict:
+    async def _dashboard_action(self, raw, identity: Identity | None = None) -> dict:
         try:
             msg = json.loads(raw)
             action, call_id = msg["type"], str(msg["call_id"])
-            service, who = int(msg["service"]), str(msg.get("dispatcher") or "").strip()[:64]
+            service = int(msg["service"])
+            # Who acted is the credential's name; only an open (loopback, unconfigured) server takes the
+            # name the dashboard typed.
+            who = identity.name if identity else str(msg.get("dispatcher") or "").strip()[:64]
             if not who:
                 raise ValueError("dispatcher name is required")
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
@@ -609,6 +654,17 @@ def _card(e, call: dict) -> dict:
             "metadata": json.loads(e.fields.get("metadata", "{}") or "{}"),
             "routed_at": float(e.fields.get("routed_at", 0)), "state": call.get(f"state:{e.service}"),
             "claimed_by": call.get(f"claimed_by:{e.service}"), "call_state": call.get("state")}
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _set_header(resp, name: str, value: str):

@@ -17,6 +17,9 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const nameInput = $("#dispatcher");
 nameInput.value = localStorage.getItem("triage.dispatcher") || "";
 nameInput.addEventListener("change", () => localStorage.setItem("triage.dispatcher", nameInput.value.trim()));
+// The dispatcher credential, asked for once and kept for this browser session (a ?token= link works too,
+// and is taken off the address bar). The server names the dispatcher from it; the name field then only shows it.
+let credential = sessionStorage.getItem("triage.token");
 
 function call(id) {
   if (!calls.has(id)) calls.set(id, { metadata: {}, detections: [], duration: 0, level: -100, live: false,
@@ -198,10 +201,53 @@ function onEvent(ev) {
   counts();
 }
 
+async function signIn() {
+  const params = new URLSearchParams(location.search);
+  if (params.has("token")) {
+    credential = params.get("token");
+    sessionStorage.setItem("triage.token", credential);
+    params.delete("token");
+    history.replaceState(null, "", location.pathname + (params.size ? `?${params}` : ""));
+  }
+  let r;
+  try {
+    r = await fetch("/whoami", credential ? { headers: { Authorization: `Bearer ${credential}` } } : {});
+  } catch (e) {
+    setTimeout(signIn, retry);
+    retry = Math.min(retry * 2, 8000);
+    return;
+  }
+  if (r.status === 401 || r.status === 403) {
+    const tried = Boolean(credential);
+    sessionStorage.removeItem("triage.token");
+    credential = null;
+    const form = $("#login");
+    form.hidden = false;
+    $("#login-error").textContent = tried ? `Refusé : ${(await r.text()).trim()}` : "";
+    $("#credential").focus();
+    return;
+  }
+  const me = await r.json();
+  if (me.dispatcher) {
+    nameInput.value = me.dispatcher;
+    nameInput.readOnly = true;
+  }
+  connect();
+}
+
+$("#login").addEventListener("submit", (e) => {
+  e.preventDefault();
+  credential = $("#credential").value.trim();
+  $("#credential").value = "";
+  sessionStorage.setItem("triage.token", credential);
+  $("#login").hidden = true;
+  $("#login-error").textContent = "";
+  signIn();
+});
+
 function connect() {
-  const token = new URLSearchParams(location.search).get("token");
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/feed` +
-    (token ? `?token=${encodeURIComponent(token)}` : "");
+    (credential ? `?token=${encodeURIComponent(credential)}` : "");
   socket = new WebSocket(url);
   socket.addEventListener("open", () => {
     retry = 500;
@@ -214,9 +260,10 @@ function connect() {
     const s = $("#status");
     s.textContent = "déconnecté — reconnexion…";
     s.className = "status down";
-    setTimeout(connect, retry);
+    // Through signIn: a credential revoked meanwhile brings the sign-in form back instead of a retry loop.
+    setTimeout(signIn, retry);
     retry = Math.min(retry * 2, 8000);
   });
 }
 
-connect();
+signIn();
