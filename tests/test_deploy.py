@@ -18,6 +18,9 @@ def test_compose_file_has_redis_with_aof_and_the_server():
     assert triage["depends_on"]["redis"]["condition"] == "service_healthy"
     assert "redis://redis:6379/0" in triage["command"] and triage["deploy"]["replicas"] >= 2
     assert (ROOT / triage["build"] / "Dockerfile").exists()
+    # listening beyond loopback, the replicas need both credentials (they refuse to start without)
+    assert triage["environment"]["TRIAGE_USERS"] == "/run/triage/users.json"
+    assert "./deploy/secrets:/run/triage:ro" in triage["volumes"] and "TRIAGE_TOKEN" in triage["environment"]
 
 
 def test_replicas_sit_behind_a_websocket_aware_proxy():
