@@ -40,13 +40,13 @@ if [ "$purpose" = train ] || [ "$purpose" = all ]; then
   src=/etc/apt/sources.list.d/triage-contrib-nonfree.sources
   if [ ! -f "$src" ]; then
     codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
-    $SUDO tee "$src" >/dev/null <<SRC
-Types: deb
-URIs: http://deb.debian.org/debian
-Suites: $codename
-Components: contrib non-free
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-SRC
+    # The machine's own archive URIs and keyring (a local mirror stays the mirror), not a host named here.
+    if ! stanza=$(python3 "$(dirname "$0")/debian_sources.py" "$codename"); then
+      echo "no Debian '$codename main' source found in /etc/apt: add contrib and non-free for $codename" \
+           "by hand, or configure the Debian archive first" >&2
+      exit 1
+    fi
+    printf '%s\n' "$stanza" | $SUDO tee "$src" >/dev/null
   fi
 fi
 echo "installing system packages: ${missing[*]}" >&2
