@@ -42,9 +42,10 @@ def mulaw_frames(samples_8k) -> list[bytes]:
     return [data[i: i + FRAME] for i in range(0, len(data), FRAME)]
 
 
-async def start_call(url: str, call_id: str | None = "c1", rate: int = 8000, encoding: str = "mulaw", **extra):
+async def start_call(url: str, call_id: str | None = "c1", rate: int = 8000, encoding: str = "mulaw",
+                     metadata: dict | None = None, **extra):
     ws = await connect(url, **extra)
-    msg = {"type": "start", "sample_rate": rate, "encoding": encoding, "metadata": {"caller": "test"}}
+    msg = {"type": "start", "sample_rate": rate, "encoding": encoding, "metadata": metadata or {"caller": "test"}}
     if call_id:
         msg["call_id"] = call_id
     await ws.send(json.dumps(msg))

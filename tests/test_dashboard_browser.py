@@ -115,6 +115,9 @@ def test_second_dispatcher_sees_a_clear_refusal(loud_model_path, tmp_path):
         assert db.hget("triage:call:two-1", "state:18") == "claimed"
 
 
+HOSTILE = '<img src=x onerror="window.pwned=1">'
+
+
 def test_dispatcher_signs_in_once_and_acts_under_the_credential_name(loud_model_path, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -144,13 +147,18 @@ def test_dispatcher_signs_in_once_and_acts_under_the_credential_name(loud_model_
             expect(page.locator("#login")).to_be_hidden()
 
             async def fire_call():
-                ws, _ = await start_call(f"ws://127.0.0.1:{port}/call?token=ingest-secret", "signed-1")
+                ws, _ = await start_call(f"ws://127.0.0.1:{port}/call?token=ingest-secret", "signed-1",
+                                         metadata={"caller": HOSTILE, "line": "<script>window.pwned=2</script>"})
                 await send_audio(ws, mulaw_frames(np.concatenate([tone(0.9, rate=8000), silence(1.0, 8000)])))
                 await ws.send(json.dumps({"type": "stop"}))
                 await collect(ws, "summary")
                 await ws.close()
             st.run(fire_call())
             card = page.locator('[data-cards="18"] .card[data-call="signed-1"]')
+            # Caller metadata comes from the line: shown as text, never run as HTML.
+            expect(card.locator(".caller")).to_have_text(HOSTILE)
+            expect(card.locator(".meta")).to_contain_text("<script>")
+            assert page.evaluate("window.pwned") is None and card.locator("img").count() == 0
             # The name field is read-only; a forged name in the page changes nothing on the server.
             page.evaluate("document.querySelector('#dispatcher').value = 'mallory'")
             card.locator(".claim").click()
