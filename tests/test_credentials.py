@@ -49,6 +49,7 @@ def test_names_roles_and_duplicates_are_checked():
     creds = Credentials()
     creds.add("émilie.d@samu-75", "dispatcher", NOW)
     for name, role in (("", "dispatcher"), ("a b", "dispatcher"), ("x" * 65, "dispatcher"), ("<b>", "dispatcher"),
+                       ("alice\n", "dispatcher"),
                        ("carol", "admin"), ("émilie.d@samu-75", "dispatcher")):
         with pytest.raises(CredentialError):
             creds.add(name, role, NOW)

@@ -4,7 +4,19 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from triage.protocol import SAMPLE_RATES, ProtocolError, Start, Stop, check_audio_frame, parse_client_text
+import math
+
+from triage.keywords import KEYWORDS
+from triage.protocol import (
+    SAMPLE_RATES,
+    DispatchAction,
+    ProtocolError,
+    Start,
+    Stop,
+    check_audio_frame,
+    parse_action,
+    parse_client_text,
+)
 
 
 def start(**fields):
@@ -82,3 +94,54 @@ def test_audio_before_start():
     with pytest.raises(ProtocolError) as e:
         check_audio_frame(b"\0\0", None)
     assert e.value.code == "audio_before_start"
+
+
+def test_dashboard_actions_parse_to_typed_fields():
+    assert parse_action('{"type": "reroute", "call_id": "c-1", "service": 18, "to_service": 15}') == \
+        DispatchAction("reroute", "c-1", 18, "", to_service=15)
+    assert parse_action('{"type": "wrong", "call_id": "c", "service": 18, "keyword": "gaz", "time": 3, '
+                        '"dispatcher": " alice "}') == DispatchAction("wrong", "c", 18, "alice", keyword="gaz", time=3.0)
+    for bad, says in (('{"type": "reroute", "call_id": "c", "service": 18, "to_service": null}', "to_service"),
+                      ('{"type": "reroute", "call_id": "c", "service": 18, "to_service": 18}', "differ"),
+                      ('{"type": "claim", "call_id": "c", "service": true}', "service"),
+                      ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": "gaz", "time": NaN}', "time"),
+                      ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": "feu", "time": 1}', "keyword"),
+                      ('{"type": "claim", "call_id": "<b>", "service": 18}', "call_id"),
+                      ('{"type": "delete", "call_id": "c", "service": 18}', "unknown action"), ("[]", "object")):
+        with pytest.raises(ProtocolError, match=says) as e:
+            parse_action(bad)
+        assert e.value.code == "bad_action"
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=80),
+                   st.sampled_from([15, 17, 18, "gaz", "claim", "reroute", "wrong", "ack", "c-1"]),
+                   st.lists(st.integers(), max_size=3))
+
+
+@given(st.dictionaries(st.sampled_from(["type", "call_id", "service", "to_service", "keyword", "time", "dispatcher",
+                                        "x"]), VALUES))
+def test_any_action_parses_to_valid_fields_or_raises_bad_action(obj):
+    try:
+        a = parse_action(json.dumps(obj))
+    except ProtocolError as e:
+        assert e.code == "bad_action"
+        return
+    assert a.service in (15, 17, 18) and isinstance(a.call_id, str) and len(a.dispatcher) <= 64
+    if a.action == "reroute":
+        assert a.to_service in (15, 17, 18) and a.to_service != a.service
+    if a.action == "wrong":
+        assert a.keyword in KEYWORDS and math.isfinite(a.time) and a.time >= 0
+
+
+@given(st.text(max_size=200))
+def test_any_text_is_an_action_or_bad_action(text):
+    try:
+        parse_action(text)
+    except ProtocolError as e:
+        assert e.code == "bad_action"
+
+
+def test_a_trailing_newline_is_not_part_of_a_valid_call_id():
+    # `$` in a regex matches before a final newline: ids are matched whole, so "id\n" is refused.
+    with pytest.raises(ProtocolError, match="call_id"):
+        parse_client_text(json.dumps({"type": "start", "call_id": "id\n", "sample_rate": 8000, "encoding": "mulaw"}))

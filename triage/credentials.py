@@ -104,7 +104,7 @@ class Credentials:
 
     def add(self, name: str, role: str, now: float, expires_days: float | None = None) -> str:
         """A new credential for `name`; returns its token (the only time it exists in clear)."""
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             raise CredentialError(f"bad name {name!r}: 1-64 letters, digits, '.', '_', '@' or '-'")
         if role not in ROLES:
             raise CredentialError(f"bad role {role!r}: expected one of {', '.join(ROLES)}")

@@ -5,12 +5,15 @@ Pure: strings and bytes in, typed messages out. See docs/protocol.md for the exc
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import re
 import uuid
 from dataclasses import dataclass, field
 
 from triage.audio import ENCODINGS
+from triage.keywords import KEYWORD_SERVICE, SERVICE_BY_NUMBER
 
 SAMPLE_RATES = (8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000)
 CALL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -95,7 +98,7 @@ def parse_client_text(text: str) -> Start | Stop:
     given = call_id is not None
     if call_id is None:
         call_id = uuid.uuid4().hex
-    if not isinstance(call_id, str) or not CALL_ID.match(call_id):
+    if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
         raise ProtocolError("bad_field", "call_id must be 1-64 characters: letters, digits, _ . : - "
                                          f"(got {str(call_id)[:80]!r})")
     rate = msg.get("sample_rate")
@@ -109,6 +112,62 @@ def parse_client_text(text: str) -> Start | Stop:
     if unknown:
         raise ProtocolError("bad_field", f"unknown fields {sorted(unknown)} in start")
     return Start(call_id, rate, encoding, _metadata(msg.get("metadata")), given)
+
+
+DISPATCH_ACTIONS = ("claim", "ack", "reroute", "wrong")
+
+
+@dataclass(frozen=True)
+class DispatchAction:
+    """A dashboard's action on one call's entry in one service's queue."""
+    action: str
+    call_id: str
+    service: int
+    dispatcher: str = ""  # what the dashboard typed; only an open server uses it
+    to_service: int | None = None  # reroute
+    keyword: str | None = None  # wrong: the detection the dispatcher rejects, and its time in the call
+    time: float | None = None
+
+
+def _service(msg: dict, key: str) -> int:
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value not in SERVICE_BY_NUMBER:
+        raise ProtocolError("bad_action", f"{key} must be one of {', '.join(map(str, SERVICE_BY_NUMBER))} "
+                                          f"(got {str(value)[:40]!r})")
+    return value
+
+
+def parse_action(text: str) -> DispatchAction:
+    """A text frame from a dashboard; every field checked before anything reaches Redis."""
+    try:
+        msg = _load(text)
+    except ProtocolError as e:
+        raise ProtocolError("bad_action", e.detail) from None
+    action = msg.get("type")
+    if action not in DISPATCH_ACTIONS:
+        raise ProtocolError("bad_action", f"unknown action {str(action)[:40]!r}; expected one of "
+                                          f"{', '.join(DISPATCH_ACTIONS)}")
+    call_id = msg.get("call_id")
+    if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
+        raise ProtocolError("bad_action", f"call_id must be a call id (got {str(call_id)[:80]!r})")
+    service = _service(msg, "service")
+    who = msg.get("dispatcher", "")
+    if not isinstance(who, str) or len(who) > 64:
+        raise ProtocolError("bad_action", "dispatcher must be a name of at most 64 characters")
+    out = DispatchAction(action, call_id, service, who.strip())
+    if action == "reroute":
+        to = _service(msg, "to_service")
+        if to == service:
+            raise ProtocolError("bad_action", f"to_service must differ from service {service}")
+        return dataclasses.replace(out, to_service=to)
+    if action == "wrong":
+        keyword, at = msg.get("keyword"), msg.get("time")
+        if keyword not in KEYWORD_SERVICE:
+            raise ProtocolError("bad_action", f"keyword must be a triage keyword (got {str(keyword)[:40]!r})")
+        if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at) or at < 0:
+            raise ProtocolError("bad_action", f"time must be a non-negative number of seconds (got {str(at)[:40]!r})")
+        return dataclasses.replace(out, keyword=keyword, time=float(at))
+    return out
 
 
 def bytes_per_sample(encoding: str) -> int:

@@ -615,37 +615,31 @@ class TriageServer:
 
     async def _dashboard_action(self, raw, identity: Identity | None = None) -> dict:
         try:
-            msg = json.loads(raw)
-            action, call_id = msg["type"], str(msg["call_id"])
-            service = int(msg["service"])
-            # Who acted is the credential's name; only an open (loopback, unconfigured) server takes the
-            # name the dashboard typed.
-            who = identity.name if identity else str(msg.get("dispatcher") or "").strip()[:64]
-            if not who:
-                raise ValueError("dispatcher name is required")
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            return {"type": "action_result", "ok": False, "message": f"bad action: {e}"}
+            a = protocol.parse_action(raw if isinstance(raw, str) else raw.decode("utf-8", "replace"))
+        except ProtocolError as e:
+            return {"type": "action_result", "ok": False, "message": f"bad action: {e.detail}"}
+        # Who acted is the credential's name; only an open (loopback, unconfigured) server takes the name
+        # the dashboard typed.
+        who = identity.name if identity else a.dispatcher
+        if not who:
+            return {"type": "action_result", "ok": False, "message": "bad action: dispatcher name is required"}
         try:
-            if action == "claim":
-                await self.store.claim(call_id, service, who)
-            elif action == "ack":
-                await self.store.ack(call_id, service, who)
-            elif action == "reroute":
-                await self.store.reroute(call_id, service, int(msg["to_service"]), who)
-            elif action == "wrong":
-                await self.store.mark_wrong(call_id, str(msg["keyword"]), float(msg["time"]), who, service)
+            if a.action == "claim":
+                await self.store.claim(a.call_id, a.service, who)
+            elif a.action == "ack":
+                await self.store.ack(a.call_id, a.service, who)
+            elif a.action == "reroute":
+                await self.store.reroute(a.call_id, a.service, a.to_service, who)
             else:
-                return {"type": "action_result", "ok": False, "message": f"unknown action {action!r}"}
+                await self.store.mark_wrong(a.call_id, a.keyword, a.time, who, a.service)
         except StoreError as e:
-            return {"type": "action_result", "ok": False, "action": action, "call_id": call_id, "message": str(e)}
+            return {"type": "action_result", "ok": False, "action": a.action, "call_id": a.call_id, "message": str(e)}
         except (RedisError, OSError):
-            return {"type": "action_result", "ok": False, "action": action, "call_id": call_id,
+            return {"type": "action_result", "ok": False, "action": a.action, "call_id": a.call_id,
                     "message": "routing store unreachable: nothing was changed, try again"}
-        except (KeyError, ValueError) as e:
-            return {"type": "action_result", "ok": False, "message": f"bad action: {e}"}
-        self._broadcast({"type": "dispatch", "action": action, "call_id": call_id, "service": service,
-                         "dispatcher": who, "to_service": msg.get("to_service")})
-        return {"type": "action_result", "ok": True, "action": action, "call_id": call_id}
+        self._broadcast({"type": "dispatch", "action": a.action, "call_id": a.call_id, "service": a.service,
+                         "dispatcher": who, "to_service": a.to_service})
+        return {"type": "action_result", "ok": True, "action": a.action, "call_id": a.call_id}
 
 
 def _card(e, call: dict) -> dict:
