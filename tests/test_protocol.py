@@ -1,10 +1,9 @@
 import json
+import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-import math
 
 from triage.keywords import KEYWORDS
 from triage.protocol import (
@@ -99,8 +98,8 @@ def test_audio_before_start():
 def test_dashboard_actions_parse_to_typed_fields():
     assert parse_action('{"type": "reroute", "call_id": "c-1", "service": 18, "to_service": 15}') == \
         DispatchAction("reroute", "c-1", 18, "", to_service=15)
-    assert parse_action('{"type": "wrong", "call_id": "c", "service": 18, "keyword": "gaz", "time": 3, '
-                        '"dispatcher": " alice "}') == DispatchAction("wrong", "c", 18, "alice", keyword="gaz", time=3.0)
+    wrong = '{"type": "wrong", "call_id": "c", "service": 18, "keyword": "gaz", "time": 3, "dispatcher": " alice "}'
+    assert parse_action(wrong) == DispatchAction("wrong", "c", 18, "alice", keyword="gaz", time=3.0)
     for bad, says in (('{"type": "reroute", "call_id": "c", "service": 18, "to_service": null}', "to_service"),
                       ('{"type": "reroute", "call_id": "c", "service": 18, "to_service": 18}', "differ"),
                       ('{"type": "claim", "call_id": "c", "service": true}', "service"),
