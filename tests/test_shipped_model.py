@@ -33,8 +33,8 @@ def test_manifest_travels_with_the_model():
     assert manifest["metrics"]["streaming_test"]["keyword_free_speech"]["hours"] > 1
 
 
-def test_fixture_call_with_incendie_is_routed_to_18_live(tmp_path):
-    wav = read_wav(DEMO / "demo1_incendie.wav")
+def test_fixture_call_with_electrocution_is_routed_to_18_live(tmp_path):
+    wav = read_wav(DEMO / "demo1_electrocution.wav")
     data = encode(resample(wav.samples, wav.sample_rate, 8000), "mulaw")
     frames = [data[i: i + 160] for i in range(0, len(data), 160)]
 
@@ -56,12 +56,12 @@ def test_fixture_call_with_incendie_is_routed_to_18_live(tmp_path):
 
     events, queue = asyncio.run(main())
     dets = [e for e in events if e["type"] == "detection"]
-    assert any(d["keyword"] == "incendie" and d["service"] == 18 for d in dets)
+    assert any(d["keyword"] == "électrocution" and d["service"] == 18 for d in dets)
     assert events[-1]["services"] == [18]
     assert [e[1]["call_id"] for e in queue] == ["demo-fire"]
 
 
-@pytest.mark.parametrize("name, services", [("demo1_incendie.wav", [18]), ("demo3_cambriolage.wav", [17])])
+@pytest.mark.parametrize("name, services", [("demo1_electrocution.wav", [18]), ("demo3_cambriolage.wav", [17])])
 def test_replay_contract_on_bundled_calls(name, services):
     r = subprocess.run([sys.executable, "-m", "triage.cli", "replay", str(DEMO / name), "--json"],
                        capture_output=True, text=True, timeout=120)

@@ -116,11 +116,11 @@ def degrade(speech: np.ndarray, rng: np.random.Generator, banks: Banks, snr_db: 
 
 
 # The bundled demo calls (triage/demo_calls): one per service and one for two services.
-DEMO = (("mbrola:fr6", ["incendie"]), ("kokoro:jf_nezumi", ["malaise"]), ("mbrola:fr6", ["cambriolage"]),
+DEMO = (("mbrola:fr6", ["électrocution"]), ("kokoro:jf_nezumi", ["malaise"]), ("mbrola:fr6", ["cambriolage"]),
         ("espeak:fr+m6", ["gaz", "brûlure"]))
 
 
-def make_demo_calls(data: Path, out: Path, seed: int = 21) -> list[Path]:
+def make_demo_calls(data: Path, out: Path, seed: int = 52) -> list[Path]:
     """Short held-out-voice calls, light noise, 8 kHz μ-law: small enough to ship in the package."""
     out.mkdir(parents=True, exist_ok=True)
     prompts = _split_half(synth.load_real(data, "prompts_fr"), True)
