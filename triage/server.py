@@ -62,6 +62,7 @@ class ServerConfig:
     max_message_bytes: int = 1 << 20
     max_calls: int = 500
     idle_timeout_s: float = 30.0
+    handshake_timeout_s: float = 10.0  # a client dribbling its HTTP upgrade (slowloris) is dropped after this
     resume_grace_s: float = 60.0
     takeover_ping_s: float = 2.0  # a resume takes over a connection that does not answer a ping this fast
     score_interval_s: float = 0.1
@@ -143,6 +144,7 @@ class TriageServer:
         self._scoring = asyncio.Lock()
         self._fan_out: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
         self._closing = False
+        self._closers: set[asyncio.Task] = set()
         self._users = CredentialFile(self.config.users_file) if self.config.users_file else None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -166,6 +168,7 @@ class TriageServer:
         self._server = await serve(self._handler, self.config.host, self.config.port,
                                    process_request=self._process_request, max_size=self.config.max_message_bytes,
                                    ping_interval=20, ping_timeout=20, close_timeout=5,
+                                   open_timeout=self.config.handshake_timeout_s,
                                    reuse_port=self.config.reuse_port, ssl=self._tls())
         self.config.port = self._server.sockets[0].getsockname()[1]
         for coro in (self._scoring_loop(), self._outbox_loop(), self._reaper_loop(), self._fan_out_loop(),
@@ -578,8 +581,13 @@ class TriageServer:
                 if s.disconnected_at is not None and now - s.disconnected_at > self.config.resume_grace_s:
                     await self._end_call(s, "dropped", notify=False)
                 elif s.ws is not None and not s.ended and now - s.last_frame_at > idle:
-                    await self._fail(s.ws, ProtocolError("idle_timeout", f"no audio for {idle:g} s",
-                                                         protocol.CLOSE_IDLE), s.call_id)
+                    # Closing waits for the client's close frame (up to close_timeout): a client that never
+                    # sends one (a frame dribbled byte by byte) must not hold up the reaper, so the close
+                    # runs beside it.
+                    closing = asyncio.create_task(self._fail(s.ws, ProtocolError(
+                        "idle_timeout", f"no audio for {idle:g} s", protocol.CLOSE_IDLE), s.call_id))
+                    self._closers.add(closing)
+                    closing.add_done_callback(self._closers.discard)
                     await self._end_call(s, "error:idle_timeout", notify=False)
 
     # -- dashboards --------------------------------------------------------------------------------

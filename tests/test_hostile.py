@@ -1,0 +1,106 @@
+"""Hostile clients against a live server: a handshake or a frame dribbled byte by byte (slowloris) and a
+connection flood above the cap are dropped or refused, while a well-formed call beside them routes."""
+
+import asyncio
+import json
+import time
+
+import numpy as np
+from livekit import collect, live, mulaw_frames, send_audio, start_call
+from onnx_models import silence, tone
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+
+FIRE = np.concatenate([silence(0.5, 8000), tone(0.9, rate=8000), silence(1.0, 8000)])
+
+
+async def good_call(base: str, call_id: str) -> list[int]:
+    ws, _ = await start_call(base + "/call", call_id)
+    await send_audio(ws, mulaw_frames(FIRE), pace=0.005)
+    await ws.send(json.dumps({"type": "stop"}))
+    events = await collect(ws, "summary", timeout=30)
+    await ws.close()
+    return events[-1]["services"]
+
+
+async def dribble(port: int, data: bytes, every: float, limit: float) -> float | None:
+    """Send `data` one byte per `every` seconds; the time at which the server closed, or None."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    t0 = time.monotonic()
+    try:
+        for b in data:
+            if time.monotonic() - t0 > limit:
+                return None
+            writer.write(bytes([b]))
+            await writer.drain()
+            try:
+                if await asyncio.wait_for(reader.read(1024), every) == b"":
+                    return time.monotonic() - t0
+            except TimeoutError:
+                pass
+        rest = await asyncio.wait_for(reader.read(), limit)
+        return time.monotonic() - t0 if rest is not None else None
+    except (ConnectionError, TimeoutError):
+        return time.monotonic() - t0
+    finally:
+        writer.close()
+
+
+def test_slowloris_handshake_and_frame_are_dropped_and_others_unaffected(loud_model_path, redis_server, rdb):
+    handshake = (b"GET /call HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+    async def scenario(server, base):
+        port = server.config.port
+        slow_handshakes = [asyncio.create_task(dribble(port, handshake, 0.2, 10)) for _ in range(20)]
+
+        async def slow_frame():
+            ws, _ = await start_call(base + "/call", "dribble-1")
+            # a binary frame header announcing 160 bytes, then its bytes one by one: never a whole frame
+            raw = ws.transport
+            raw.write(bytes([0x82, 0x80 | 126]) + (160).to_bytes(2, "big") + b"\x00\x00\x00\x00")
+            t0 = time.monotonic()
+            for _ in range(160):  # 16 s if nobody stops it
+                raw.write(b"\x01")
+                await asyncio.sleep(0.1)
+                if ws.state.name != "OPEN" or raw.is_closing():
+                    return time.monotonic() - t0
+            return None
+
+        frame = asyncio.create_task(slow_frame())
+        good = await good_call(base, "beside-slowloris")
+        results = [await t for t in slow_handshakes], await frame, good
+        await asyncio.sleep(0.5)
+        return (*results, list(server.sessions))
+
+    closed_at, frame_closed_at, good, left = live(loud_model_path, redis_server.url, scenario,
+                                                  handshake_timeout_s=1.0, idle_timeout_s=1.0)
+    assert good == [18]
+    assert all(t is not None and t < 3.0 for t in closed_at), closed_at  # dropped after ~1 s, not 10
+    assert frame_closed_at is not None and frame_closed_at < 4.0 and left == []  # the idle reaper (1 s) ended it
+
+
+def test_connection_flood_above_the_cap_gets_503_fast_and_live_calls_go_on(loud_model_path, redis_server, rdb):
+    async def scenario(server, base):
+        holders = [(await start_call(base + "/call", f"hold-{i}"))[0] for i in range(5)]  # the cap is reached
+
+        async def knock():
+            t0 = time.monotonic()
+            try:
+                ws = await connect(base + "/call", open_timeout=10)
+                await ws.close()
+                return 101, time.monotonic() - t0
+            except InvalidStatus as e:
+                return e.response.status_code, time.monotonic() - t0
+        knocks = await asyncio.gather(*(knock() for _ in range(300)))
+
+        async def finish(ws):  # the calls that were live during the flood go on as if nothing happened
+            await send_audio(ws, mulaw_frames(FIRE), pace=0.002)
+            await ws.send(json.dumps({"type": "stop"}))
+            return (await collect(ws, "summary", timeout=30))[-1]["services"]
+        return knocks, await asyncio.gather(*(finish(ws) for ws in holders))
+
+    knocks, goods = live(loud_model_path, redis_server.url, scenario, max_calls=5)
+    assert [s for s, _ in knocks] == [503] * 300
+    assert sorted(t for _, t in knocks)[len(knocks) // 2] < 2.0  # refused quickly (median)
+    assert goods == [[18]] * 5
