@@ -3,10 +3,12 @@ callers reconnect, and Redis SIGKILLed and restarted from its append-only file. 
 was told about exists exactly once in Redis, and no call's route is missing."""
 
 import asyncio
+import subprocess
 import threading
 import time
 
 import numpy as np
+import pytest
 import redis
 from livekit import ServerProcess, live
 from onnx_models import silence, tone
@@ -32,6 +34,8 @@ async def calls(url: str, told: dict[str, list[int]]) -> list:
 
         def on_event(ev):
             told.setdefault("_seen", []).append(ev.get("type"))
+            if ev.get("type") == "warning":
+                told.setdefault("_warnings", []).append(ev.get("message", ""))
             if ev.get("type") == "route":
                 told.setdefault(call_id, []).extend(ev["services"])
         await asyncio.sleep(i * 0.05)
@@ -41,7 +45,7 @@ async def calls(url: str, told: dict[str, list[int]]) -> list:
 
 
 def exactly_once(db: redis.Redis, told: dict[str, list[int]], summaries: list) -> None:
-    told = {k: v for k, v in told.items() if k != "_seen"}
+    told = {k: v for k, v in told.items() if not k.startswith("_")}
     failed = [s for s in summaries if isinstance(s, BaseException)]
     assert not failed, failed[:3]
     assert [s["services"] for s in summaries] == [[18]] * CALLS
@@ -98,3 +102,54 @@ def test_redis_sigkilled_during_20_calls_restarts_from_aof_without_loss(loud_mod
         exactly_once(redis.Redis.from_url(r.url, decode_responses=True), told, summaries)
     finally:
         redis.Redis.from_url(r.url).shutdown(nosave=False)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs: Redis's AOF directory, to be filled up."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def fill(path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_aof_disk_full_warns_keeps_scoring_and_writes_routes_once_space_returns(loud_model_path, small_disk):
+    r = EmbeddedRedis(small_disk / "redis").start()
+    told: dict[str, list[int]] = {}
+
+    async def scenario(server, base):
+        await asyncio.to_thread(fill, small_disk / "filler")
+        summaries = asyncio.create_task(calls(base + "/call", told))
+        for _ in range(100):  # the first route write meets the full disk
+            if not server.redis_up:
+                break
+            await asyncio.sleep(0.1)
+        full = not server.redis_up
+        (small_disk / "filler").unlink()  # space returns
+        done = await summaries
+        for _ in range(100):
+            if not server.outbox.items and server.redis_up:
+                break
+            await asyncio.sleep(0.1)
+        return full, done
+
+    try:
+        full, summaries = live(loud_model_path, r.url, scenario)
+        assert full and "store_recovered" in told["_seen"]
+        assert any("No space left on device" in w for w in told["_warnings"]), told["_warnings"][:1]
+        exactly_once(redis.Redis.from_url(r.url, decode_responses=True), told, summaries)
+    finally:
+        redis.Redis.from_url(r.url).shutdown(nosave=True)

@@ -546,10 +546,13 @@ class TriageServer:
             except (RedisError, OSError) as e:
                 if self.redis_up:
                     self.redis_up = False
-                    log.warning("Redis unreachable (%s): routes are kept until it returns", e)
+                    log.warning("Redis unreachable or refusing writes (%s): routes are kept until it returns", e)
                     self.metrics.inc("triage_redis_failures_total")
+                    # The reason goes out as Redis gave it: "Connection refused" and "MISCONF ... No space
+                    # left on device" call for different fixes.
                     await self._tell_all({"type": "warning", "code": "store_unavailable",
-                                          "message": "routing store unreachable; routes are kept and retried"})
+                                          "message": f"routing store unreachable or refusing writes ({str(e)[:200]}); "
+                                                     "routes are kept and retried"})
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
                 continue
