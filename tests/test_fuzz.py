@@ -4,6 +4,7 @@ and close code, the good calls route exactly as without the fuzz, nothing unhand
 nothing is left behind. A failure names its seed: TRIAGE_FUZZ_SEED=<seed> reproduces it."""
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -136,9 +137,15 @@ async def good_call(base: str, call_id: str) -> list[int]:
     return events[-1]["services"]
 
 
-def fuzz(model_path, redis_url, seed: int, messages: int, caplog) -> dict:
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def fuzz(model_path, redis_url, seed: int, messages: int, caplog, rounds: int = 1) -> dict:
+    """`messages` in `rounds` equal rounds against one server; the process's RSS after each round."""
     fuzzer = Fuzzer(seed)
-    counts = {"call_frames": 0, "actions": 0, "wrong": []}
+    counts = {"call_frames": 0, "actions": 0, "wrong": [], "rss_mb": []}
 
     async def scenario(server, base):
         port = server.config.port
@@ -146,17 +153,19 @@ def fuzz(model_path, redis_url, seed: int, messages: int, caplog) -> dict:
         feed = await connect(base + "/feed", max_size=None)
         await feed.recv()  # snapshot
 
-        async def calls():
-            while counts["call_frames"] < messages // 2:
+        async def calls(target):
+            while counts["call_frames"] < target // 2:
                 frames, code = fuzzer.call_case()
                 counts["call_frames"] += len(frames)
                 got = await run_call_case(base, frames)
                 if got != (code, CLOSE[code]):
                     counts["wrong"].append((frames[-1][:200], code, got))
 
-        async def actions():
-            results = 0
-            while counts["actions"] < messages - messages // 2:
+        results = 0
+
+        async def actions(target):
+            nonlocal results
+            while counts["actions"] < target - target // 2:
                 batch = [fuzzer.action() for _ in range(50)]
                 for a in batch:
                     await feed.send(a)
@@ -167,7 +176,12 @@ def fuzz(model_path, redis_url, seed: int, messages: int, caplog) -> dict:
                         results += 1
                         if ev["ok"]:
                             counts["wrong"].append(("action accepted", ev))
-        await asyncio.gather(calls(), calls(), actions())
+        for r in range(1, rounds + 1):
+            target = messages * r // rounds
+            await asyncio.gather(calls(target), calls(target), actions(target))
+            gc.collect()
+            await asyncio.sleep(0.3)
+            counts["rss_mb"].append(round(rss_mb(), 1))
         counts["good"] = await asyncio.gather(*goods)
         await feed.close()
         counts["health"] = (await asyncio.to_thread(http_get, f"http://127.0.0.1:{port}/healthz"))[0]
@@ -188,6 +202,10 @@ def check(result: dict, seed: int, messages: int) -> None:
     assert result["good"] == [[18], [18], [18]], where
     assert result["health"] == 200 and result["left"] == (0, 0, 0), where
     assert not result["logged"], f"unhandled errors logged: {result['logged'][:3]} {where}"
+    rss = result["rss_mb"]
+    # Back to its baseline: after the first round has warmed every path, further rounds of bad traffic
+    # leave the process no bigger (within allocator noise).
+    assert len(rss) < 2 or rss[-1] - rss[0] < 16, f"RSS grew {rss} MB {where}"
 
 
 def _seed(default: int) -> int:
@@ -203,4 +221,6 @@ def test_fuzz_a_live_server_quick(loud_model_path, redis_server, rdb, caplog):
 def test_fuzz_a_live_server_10k(loud_model_path, redis_server, rdb, caplog):
     seed = _seed(random.randrange(1 << 32))
     print(f"fuzz seed {seed}")
-    check(fuzz(loud_model_path, redis_server.url, seed, 12_000, caplog), seed, 12_000)
+    result = fuzz(loud_model_path, redis_server.url, seed, 12_000, caplog, rounds=3)
+    print(f"RSS after each round of 4 000 messages: {result['rss_mb']} MB")
+    check(result, seed, 12_000)

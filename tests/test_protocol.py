@@ -105,6 +105,9 @@ def test_dashboard_actions_parse_to_typed_fields():
                       ('{"type": "claim", "call_id": "c", "service": true}', "service"),
                       ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": "gaz", "time": NaN}', "time"),
                       ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": "feu", "time": 1}', "keyword"),
+                      # found by the fuzz (seed 4241988546): an unhashable keyword raised TypeError
+                      ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": {"a": 1}, "time": 1}', "keyword"),
+                      ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": [], "time": 1}', "keyword"),
                       ('{"type": "claim", "call_id": "<b>", "service": 18}', "call_id"),
                       ('{"type": "delete", "call_id": "c", "service": 18}', "unknown action"), ("[]", "object")):
         with pytest.raises(ProtocolError, match=says) as e:
@@ -144,3 +147,19 @@ def test_a_trailing_newline_is_not_part_of_a_valid_call_id():
     # `$` in a regex matches before a final newline: ids are matched whole, so "id\n" is refused.
     with pytest.raises(ProtocolError, match="call_id"):
         parse_client_text(json.dumps({"type": "start", "call_id": "id\n", "sample_rate": 8000, "encoding": "mulaw"}))
+
+
+ANY_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=20)),
+                        lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                st.dictionaries(st.text(max_size=5), inner, max_size=3)), max_leaves=6)
+
+
+@given(st.sampled_from(["claim", "ack", "reroute", "wrong"]), st.sampled_from([15, 17, 18]), ANY_JSON, ANY_JSON,
+       ANY_JSON, ANY_JSON)
+def test_valid_actions_with_any_json_in_their_other_fields_parse_or_raise_bad_action(kind, service, to, kw, at, who):
+    msg = {"type": kind, "call_id": "c-1", "service": service, "to_service": to, "keyword": kw, "time": at,
+           "dispatcher": who}
+    try:
+        parse_action(json.dumps(msg))
+    except ProtocolError as e:
+        assert e.code == "bad_action"

@@ -162,7 +162,7 @@ def parse_action(text: str) -> DispatchAction:
         return dataclasses.replace(out, to_service=to)
     if action == "wrong":
         keyword, at = msg.get("keyword"), msg.get("time")
-        if keyword not in KEYWORD_SERVICE:
+        if not isinstance(keyword, str) or keyword not in KEYWORD_SERVICE:  # a list or object is unhashable
             raise ProtocolError("bad_action", f"keyword must be a triage keyword (got {str(keyword)[:40]!r})")
         if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at) or at < 0:
             raise ProtocolError("bad_action", f"time must be a non-negative number of seconds (got {str(at)[:40]!r})")
