@@ -217,3 +217,26 @@ def test_calls_and_the_feed_work_over_tls_with_a_self_signed_certificate(loud_mo
     assert snapshot["type"] == "snapshot"
     assert b"<title>triage" in page
     assert rdb.xlen("triage:queue:18") == 1
+
+
+def test_console_dispatcher_is_named_by_its_credential_when_users_are_configured(tmp_path, monkeypatch):
+    import argparse
+
+    from triage.cli import _console_dispatcher
+
+    monkeypatch.delenv("TRIAGE_USERS", raising=False)
+    monkeypatch.delenv("TRIAGE_DISPATCHER_TOKEN", raising=False)
+    file = CredentialFile(tmp_path / "users.json")
+    creds = Credentials()
+    alice = creds.add("alice", "dispatcher", time.time())
+    gw = creds.add("gw", "ingest", time.time())
+    file.save(creds.users)
+
+    def args(**kw):
+        return argparse.Namespace(**{"users": str(file.path), "name": None, "token": None, **kw})
+    assert _console_dispatcher(args(token=alice)) == "alice"
+    assert _console_dispatcher(args(users=None, name="bob")) == "bob"  # no users file: as before
+    for bad, says in ((args(token=alice, name="mallory"), "drop --name"), (args(), "credential is required"),
+                      (args(token=gw), "ingest credential cannot"), (args(token="guess"), "unknown credential")):
+        with pytest.raises(SystemExit, match=says):
+            _console_dispatcher(bad)

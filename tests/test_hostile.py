@@ -104,3 +104,39 @@ def test_connection_flood_above_the_cap_gets_503_fast_and_live_calls_go_on(loud_
     assert [s for s, _ in knocks] == [503] * 300
     assert sorted(t for _, t in knocks)[len(knocks) // 2] < 2.0  # refused quickly (median)
     assert goods == [[18]] * 5
+
+
+def test_odd_methods_and_traversal_on_the_http_routes_are_refused(loud_model_path, redis_server, rdb):
+    requests = [b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+                b"DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /%2e%2e/pyproject.toml HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /dashboard.js/../../pyproject.toml HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET /..%2f..%2fpyproject.toml HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"GET //etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(40)]  # a TLS hello on the plain port
+
+    async def ask(port, raw):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        await writer.drain()
+        try:
+            reply = await asyncio.wait_for(reader.read(4096), 5)
+        except (ConnectionError, TimeoutError):
+            reply = b""
+        writer.close()
+        return reply
+
+    async def scenario(server, base):
+        replies = [await ask(server.config.port, raw) for raw in requests]
+        return replies, await good_call(base, "after-odd-http")
+
+    replies, good = live(loud_model_path, redis_server.url, scenario)
+    for raw, reply in zip(requests, replies):
+        status = reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else b"closed"
+        assert status in (b"400", b"404", b"405", b"closed"), (raw[:40], reply[:80])
+        if not raw.startswith(b"GET") and status != b"closed":
+            assert status == b"405" or raw.startswith(b"\x16"), (raw[:40], reply[:80])
+        assert b"[project]" not in reply and b"root:" not in reply
+    assert good == [18]

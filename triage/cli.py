@@ -244,6 +244,29 @@ def cmd_users(args) -> int:
         return 1
 
 
+def _console_dispatcher(args) -> str | None:
+    """The console's dispatcher name: from a dispatcher credential when a users file is configured
+    (as on the server, never typed), else --name or the login. Raises SystemExit with the reason."""
+    import time
+
+    from triage.credentials import CredentialError, CredentialFile, Credentials
+
+    users = args.users or os.environ.get("TRIAGE_USERS")
+    if not users:
+        return args.name
+    if args.name:
+        raise SystemExit("triage: error: with a users file the name comes from your credential; drop --name")
+    try:
+        creds = Credentials(CredentialFile(Path(users)).users(), required=True)
+    except CredentialError as e:
+        raise SystemExit(f"triage: error: {e}") from None
+    admission = creds.admit(args.token or os.environ.get("TRIAGE_DISPATCHER_TOKEN"), "dispatcher", time.time())
+    if admission.status != 200:
+        raise SystemExit(f"triage: error: {admission.message} (give your dispatcher credential with --token "
+                         f"or TRIAGE_DISPATCHER_TOKEN)")
+    return admission.identity.name
+
+
 def cmd_dispatch(args) -> int:
     import asyncio
 
@@ -253,7 +276,7 @@ def cmd_dispatch(args) -> int:
     if not url:
         _err("dispatch needs the service's Redis: --redis-url URL or REDIS_URL (triage serve prints it)")
         return 2
-    return asyncio.run(console(url, args.service, args.name, _key_prefix(args)))
+    return asyncio.run(console(url, args.service, _console_dispatcher(args), _key_prefix(args)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -358,7 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dispatch", help="terminal dispatcher console for one service's queue",
                        description="Take the next call of a service's queue, then acknowledge or re-route it.")
     p.add_argument("--service", type=int, required=True, choices=[15, 17, 18])
-    p.add_argument("--name", default=None, help="dispatcher name (default: your login)")
+    p.add_argument("--name", default=None, help="dispatcher name when no users file is configured "
+                                                "(default: your login)")
+    p.add_argument("--users", metavar="FILE", help="the server's users file (default: TRIAGE_USERS): your name "
+                                                   "then comes from your dispatcher credential")
+    p.add_argument("--token", help="your dispatcher credential (default: TRIAGE_DISPATCHER_TOKEN)")
     p.add_argument("--redis-url")
     key_prefix_arg(p)
     p.set_defaults(run=cmd_dispatch)

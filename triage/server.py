@@ -226,6 +226,9 @@ class TriageServer:
         return origin in allowed
 
     async def _process_request(self, connection: ServerConnection, request):
+        if request.method != "GET":  # websockets parses any method; every route here is GET
+            return _set_header(connection.respond(HTTPStatus.METHOD_NOT_ALLOWED, f"{request.method[:16]} not "
+                                                  "allowed: every route here is GET\n"), "Allow", "GET")
         path = urlsplit(request.path).path
         if path == "/healthz":
             ok = self.redis_up
