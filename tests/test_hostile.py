@@ -133,7 +133,7 @@ def test_odd_methods_and_traversal_on_the_http_routes_are_refused(loud_model_pat
         return replies, await good_call(base, "after-odd-http")
 
     replies, good = live(loud_model_path, redis_server.url, scenario)
-    for raw, reply in zip(requests, replies):
+    for raw, reply in zip(requests, replies, strict=True):
         status = reply.split(b" ", 2)[1] if reply.startswith(b"HTTP/1.1 ") else b"closed"
         assert status in (b"400", b"404", b"405", b"closed"), (raw[:40], reply[:80])
         if not raw.startswith(b"GET") and status != b"closed":
