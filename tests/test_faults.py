@@ -153,3 +153,43 @@ def test_aof_disk_full_warns_keeps_scoring_and_writes_routes_once_space_returns(
         exactly_once(redis.Redis.from_url(r.url, decode_responses=True), told, summaries)
     finally:
         redis.Redis.from_url(r.url).shutdown(nosave=True)
+
+
+def test_console_sigkilled_after_a_claim_its_call_is_redelivered_to_another(redis_server, rdb):
+    import os
+    import signal
+    import sys
+
+    from triage.store import RouteStore
+
+    async def route():
+        s = RouteStore(redis_server.url)
+        await s.ensure_groups()
+        await s.route("console-1", 15, ["malaise"], [], 1.0)
+        await s.close()
+    asyncio.run(route())
+    console = subprocess.Popen([sys.executable, "-m", "triage.cli", "dispatch", "--service", "15", "--name", "dave",
+                                "--redis-url", redis_server.url], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        shown = b""
+        deadline = time.monotonic() + 20
+        while b"call console-1" not in shown and time.monotonic() < deadline:
+            shown += console.stdout.read1(4096)
+        assert b"call console-1" in shown
+        assert rdb.hget("triage:call:console-1", "claimed_by:15") == "dave"
+        console.send_signal(signal.SIGKILL)  # dies holding the claim, without acknowledging
+        console.wait(5)
+    finally:
+        if console.poll() is None:
+            console.kill()
+
+    async def another():
+        s = RouteStore(redis_server.url, claim_idle_ms=200)
+        await asyncio.sleep(0.3)
+        entry = await s.next_for(15, "erin")
+        await s.ack(entry.call_id, 15, "erin")
+        await s.close()
+        return entry.call_id
+    assert asyncio.run(another()) == "console-1"
+    assert rdb.hget("triage:call:console-1", "acked_by:15") == "erin"
