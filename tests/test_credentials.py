@@ -2,9 +2,7 @@
 own name; the pure rules first, then a live server over real websockets and Redis, then TLS."""
 
 import asyncio
-import datetime
 import json
-import os
 import stat
 import time
 
@@ -159,33 +157,6 @@ def test_roles_are_enforced_before_the_upgrade_and_actions_carry_the_credential_
     assert snapshot["dispatcher"] == "alice" and result["ok"]
     assert rdb.hget("triage:call:who-1", "claimed_by:18") == "alice"
     assert [a[1]["dispatcher"] for a in rdb.xrange("triage:actions")] == ["alice"]
-
-
-@pytest.fixture(scope="module")
-def self_signed(tmp_path_factory):
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    d = tmp_path_factory.mktemp("tls")
-    (d / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                  serialization.NoEncryption()))
-    os.chmod(d / "key.pem", 0o600)
-    return d / "cert.pem", d / "key.pem"
 
 
 def test_calls_and_the_feed_work_over_tls_with_a_self_signed_certificate(loud_model_path, redis_server, rdb,

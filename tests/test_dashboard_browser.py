@@ -167,3 +167,19 @@ def test_dispatcher_signs_in_once_and_acts_under_the_credential_name(loud_model_
         db = redis.Redis.from_url(r.url, decode_responses=True)
         assert db.hget("triage:call:signed-1", "claimed_by:18") == "alice"
         assert [a[1]["dispatcher"] for a in db.xrange("triage:actions")] == ["alice"]
+
+
+def test_dashboard_over_tls_with_a_self_signed_certificate(loud_model_path, tmp_path, self_signed):
+    from playwright.sync_api import expect, sync_playwright
+
+    cert, key = self_signed
+    with EmbeddedRedis(tmp_path / "redis") as r, \
+            ServerThread(loud_model_path, r.url, certfile=cert, keyfile=key) as st:
+        port = st.server.config.port
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            page = browser.new_page(ignore_https_errors=True)  # the certificate is self-signed
+            page.goto(f"https://127.0.0.1:{port}/")
+            expect(page.locator("#status")).to_have_text("connecté")  # the feed over wss://
+            browser.close()
