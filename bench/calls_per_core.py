@@ -1,7 +1,8 @@
 """How many live calls one CPU core carries in real time, with batched scoring.
 
-Each 100 ms tick: every call's 100 ms of 8 kHz μ-law audio is decoded, resampled to 16 kHz, turned
-into log-mel frames (KeywordSpotter.push), then all due windows are scored in one model call. A load
+Each 100 ms tick of the server's ScoringEngine: every call's 100 ms of 8 kHz μ-law audio is decoded and
+resampled to 16 kHz, all calls' new frames get their log-mel in one FFT, then all due windows are
+scored in one model call. A load
 is real time if the median tick takes less than 100 ms. Pinned to one core, onnxruntime on 1 thread.
 Prints one JSON object per load, then a summary line: {"max_realtime_calls": N, ...}.
 
@@ -22,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from triage.audio import StreamResampler, decode, encode  # noqa: E402
+from triage.audio import encode  # noqa: E402
+from triage.engine import ScoringEngine  # noqa: E402
 from triage.model import KeywordModel  # noqa: E402
-from triage.spotter import KeywordSpotter, score_batch  # noqa: E402
 
 TICK_S = 0.1
 
@@ -32,14 +33,15 @@ TICK_S = 0.1
 def run_load(model: KeywordModel, n: int, seconds: float, rng) -> dict:
     audio = encode((rng.standard_normal(int(8000 * seconds)) * 0.05).astype(np.float32), "mulaw")
     chunk = int(8000 * TICK_S)
-    spotters = [KeywordSpotter(model) for _ in range(n)]
-    resamplers = [StreamResampler(8000) for _ in range(n)]
+    engine = ScoringEngine(model)  # what the server's tick runs
+    for k in range(n):
+        engine.add(f"c{k}", 8000, "mulaw")
     ticks = []
     for i in range(0, len(audio) - chunk + 1, chunk):
+        for k in range(n):
+            engine.receive(f"c{k}", audio[i: i + chunk])
         t = time.perf_counter()
-        for s, r in zip(spotters, resamplers, strict=True):
-            s.push(r.feed(decode(audio[i: i + chunk], "mulaw")))
-        score_batch(model, spotters)
+        engine.tick()
         ticks.append(time.perf_counter() - t)
     ticks = np.array(ticks[12:])  # after the first window fills
     med = float(np.median(ticks))

@@ -112,3 +112,29 @@ def test_model_without_streaming_section_is_refused(tmp_path, model):
     path.with_suffix(".json").write_text(json.dumps(m))
     with pytest.raises(ValueError, match="not a spotting model"):
         KeywordSpotter(KeywordModel(path))
+
+
+def test_engine_ticks_over_many_calls_equal_each_call_alone(model):
+    """The live engine stacks every call's new frames into one FFT and one model call per tick: the
+    detections must be those of each call spotted alone, at 16 kHz PCM as the engine hands them on."""
+    from triage.audio import encode
+    from triage.engine import ScoringEngine
+
+    calls = {"a": CALL, "b": np.roll(CALL, 8000), "c": silence(7), "d": tone(7.0)}
+    alone = {k: KeywordSpotter(model).feed(c) for k, c in calls.items()}
+    engine = ScoringEngine(model)
+    for k in calls:
+        engine.add(k, 16000, "f32le")
+    got = {k: [] for k in calls}
+    sizes = {"a": 1600, "b": 320, "c": 4000, "d": 1000}  # each line sends its own frame size
+    pos = dict.fromkeys(calls, 0)
+    while any(pos[k] < len(c) for k, c in calls.items()):
+        for k, c in calls.items():
+            if pos[k] < len(c):
+                engine.receive(k, encode(c[pos[k]: pos[k] + sizes[k]], "f32le"))
+                pos[k] += sizes[k]
+        for k, dets in engine.tick().detections.items():
+            got[k].extend(dets)
+    assert {k: [(d.keyword, round(d.time, 3)) for d in v] for k, v in got.items()} == \
+        {k: [(d.keyword, round(d.time, 3)) for d in v] for k, v in alone.items()}
+    assert any(alone.values())

@@ -76,6 +76,7 @@ class ScoringEngine:
         errors: dict[str, ProtocolError] = {}
         seconds, frames = 0.0, 0
         calls = list(self.calls.items())  # calls may be added by the event loop meanwhile
+        framed: list[tuple[CallAudio, np.ndarray]] = []
         for call_id, a in calls:
             n = len(a.pending)
             frames += n
@@ -97,7 +98,13 @@ class ScoringEngine:
             out = a.resampler.feed(samples)
             if call_id in final:
                 out = np.concatenate([out, a.resampler.flush()])
-            a.spotter.push(out)
+            framed.append((a, a.spotter.frame(out)))
+        if framed:  # one FFT and one mel product for every call's new frames
+            mel = self.model.extractor.of_framed(np.concatenate([f for _, f in framed]))
+            start = 0
+            for a, f in framed:
+                a.spotter.place(mel[start: start + len(f)])
+                start += len(f)
         due = [(cid, a) for cid, a in calls if cid not in errors and a.spotter.due_windows]
         detections: dict[str, list[Detection]] = {}
         windows = 0

@@ -96,14 +96,25 @@ class LogMel:
 
     def frames(self, samples: np.ndarray) -> np.ndarray:
         """(n_frames, n_mels) float32 log-mel dB of float samples at params.sample_rate."""
+        return self.of_framed(self.framed(samples))
+
+    def framed(self, samples: np.ndarray) -> np.ndarray:
+        """(n_frames, n_fft) windowed frames: the per-call part of `frames`."""
         p = self.params
         x = np.asarray(samples, dtype=np.float64)
         n = p.n_frames(len(x))
         if n == 0:
-            return np.zeros((0, p.n_mels), dtype=np.float32)
+            return np.zeros((0, p.n_fft), dtype=np.float64)
         strided = np.lib.stride_tricks.as_strided(
             x, shape=(n, p.n_fft), strides=(x.strides[0] * p.hop_length, x.strides[0]), writeable=False)
-        spec = np.fft.rfft(strided * self._window, axis=1)
+        return strided * self._window
+
+    def of_framed(self, framed: np.ndarray) -> np.ndarray:
+        """Log-mel of windowed frames, which may come from many calls stacked: one FFT and one matrix
+        product for all of them (the live engine batches every call's new frames this way)."""
+        if len(framed) == 0:
+            return np.zeros((0, self.params.n_mels), dtype=np.float32)
+        spec = np.fft.rfft(framed, axis=1)
         power = spec.real**2 + spec.imag**2
         return (10.0 * np.log10(np.maximum(power @ self._mel_t, AMIN))).astype(np.float32)
 
@@ -118,10 +129,12 @@ class LogMelStream:
         self.frames_emitted = 0
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
-        p = self.params
+        return self._extractor.of_framed(self.take(samples))
+
+    def take(self, samples: np.ndarray) -> np.ndarray:
+        """The windowed frames these samples complete (`feed` without the FFT, to batch it across calls)."""
         buf = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32)])
-        out = self._extractor.frames(buf)
-        consumed = len(out) * p.hop_length
-        self._pending = buf[consumed:]
-        self.frames_emitted += len(out)
-        return out
+        framed = self._extractor.framed(buf)
+        self._pending = buf[len(framed) * self.params.hop_length:]
+        self.frames_emitted += len(framed)
+        return framed

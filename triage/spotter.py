@@ -85,9 +85,18 @@ class KeywordSpotter:
 
     def push(self, samples: np.ndarray) -> None:
         """Add audio; windows that come due are kept until they are scored."""
+        self.place(self.model.extractor.of_framed(self.frame(samples)))
+
+    def frame(self, samples: np.ndarray) -> np.ndarray:
+        """The first half of `push`: take the audio, return the windowed frames it completes. Their
+        log-mel (`LogMel.of_framed`, batched across calls by the live engine) goes to `place`, in order."""
         samples = np.asarray(samples, dtype=np.float32)
         self.samples_fed += len(samples)
-        for frame in self._frames.feed(samples):
+        return self._frames.take(samples)
+
+    def place(self, frames: np.ndarray) -> None:
+        """The second half of `push`: log-mel frames into the ring; windows that come due are kept."""
+        for frame in frames:
             self._ring[self._ring_pos] = frame
             self._ring_pos = (self._ring_pos + 1) % self._window
             self._placed += 1
