@@ -27,6 +27,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -145,6 +146,10 @@ class TriageServer:
         self._fan_out: asyncio.Queue[str] = asyncio.Queue(maxsize=10_000)
         self._closing = False
         self._closers: set[asyncio.Task] = set()
+        # The identity each dashboard was admitted with, from the upgrade to its handler: admitting
+        # again there could read a users file changed in between and see an open server.
+        self._feed_identities: weakref.WeakKeyDictionary[ServerConnection, Identity | None] = \
+            weakref.WeakKeyDictionary()
         self._users = CredentialFile(self.config.users_file) if self.config.users_file else None
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -255,6 +260,8 @@ class TriageServer:
             if path == "/feed" and not self._origin_ok(request):
                 self.metrics.inc("triage_rejected_total", reason="origin")
                 return connection.respond(HTTPStatus.FORBIDDEN, "origin not allowed\n")
+            if path == "/feed":
+                self._feed_identities[connection] = admission.identity
             if path == "/call" and (len(self.sessions) >= self.config.max_calls or self.outbox.nearly_full):
                 self.metrics.inc("triage_rejected_total", reason="capacity")
                 return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many live calls, try again\n")
@@ -304,7 +311,7 @@ class TriageServer:
         if path == "/call":
             await self._handle_call(ws)
         else:
-            await self._handle_feed(ws, self._admission(ws.request, "dispatcher").identity)
+            await self._handle_feed(ws, self._feed_identities.pop(ws))
 
     async def _fail(self, ws: ServerConnection, err: ProtocolError, call_id: str | None = None) -> None:
         self.metrics.inc("triage_errors_total", code=err.code)
