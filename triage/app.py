@@ -154,16 +154,31 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
 
 
 def _wait_healthy(config: ServerConfig, procs, timeout: float = 60.0) -> None:
+    """Until every worker has answered /healthz: the port answers as soon as the first one listens, and
+    "serving in N worker processes" must not be said while the others are still loading their model."""
+    import json
     import time
     import urllib.request
 
+    scheme, tls = "http", None
+    if config.certfile:  # our own workers on this machine: the probe need not verify their certificate
+        import ssl
+
+        scheme, tls = "https", ssl._create_unverified_context()
     deadline = time.monotonic() + timeout
+    answered: set[int] = set()
     while time.monotonic() < deadline:
         if any(not p.is_alive() for p in procs):
             raise RuntimeError("a worker process failed to start (see its message above)")
         try:
-            urllib.request.urlopen(f"http://{config.host}:{config.port}/healthz", timeout=1).read()
-            return
+            with urllib.request.urlopen(f"{scheme}://{config.host}:{config.port}/healthz", timeout=1,
+                                        context=tls) as r:
+                answered.add(json.loads(r.read())["pid"])  # each probe lands on a worker the kernel picks
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"workers not answering on {config.host}:{config.port} after {timeout:g} s")
+            continue
+        if {p.pid for p in procs} <= answered:
+            return
+        time.sleep(0.01)
+    raise RuntimeError(f"workers not all answering on {config.host}:{config.port} after {timeout:g} s "
+                       f"({len(answered)} of {len(procs)} did)")
