@@ -12,6 +12,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
+from onnx_models import silence, tone
 from websockets.asyncio.client import connect
 
 from triage.audio import encode
@@ -69,6 +71,19 @@ async def collect(ws, until: str, timeout: float = 15.0) -> list[dict]:
             if ev.get("type") == until:
                 break
     return events
+
+
+FIRE_8K = np.concatenate([silence(0.5, 8000), tone(0.9, rate=8000), silence(1.0, 8000)])  # the loud model: 18
+
+
+async def fire_call(base: str, call_id: str, pace: float = 0.005) -> list[int]:
+    """A whole well-formed call that the loudness model routes to 18; returns its summary's services."""
+    ws, _ = await start_call(base + "/call", call_id)
+    await send_audio(ws, mulaw_frames(FIRE_8K), pace=pace)
+    await ws.send(json.dumps({"type": "stop"}))
+    events = await collect(ws, "summary", timeout=60)
+    await ws.close()
+    return events[-1]["services"]
 
 
 def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:

@@ -13,8 +13,7 @@ import struct
 
 import numpy as np
 import pytest
-from livekit import collect, http_get, live, mulaw_frames, send_audio, start_call
-from onnx_models import silence, tone
+from livekit import collect, fire_call, http_get, live
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -127,16 +126,6 @@ async def run_call_case(base: str, frames: list) -> tuple[str | None, int | None
         return err.get("code"), ws.close_code
 
 
-async def good_call(base: str, call_id: str) -> list[int]:
-    ws, ready = await start_call(base + "/call", call_id)
-    audio = np.concatenate([silence(1.0, 8000), tone(0.9, rate=8000), silence(1.5, 8000)])
-    await send_audio(ws, mulaw_frames(audio), pace=0.01)
-    await ws.send(json.dumps({"type": "stop"}))
-    events = await collect(ws, "summary", timeout=60)
-    await ws.close()
-    return events[-1]["services"]
-
-
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -149,7 +138,7 @@ def fuzz(model_path, redis_url, seed: int, messages: int, caplog, rounds: int = 
 
     async def scenario(server, base):
         port = server.config.port
-        goods = [asyncio.create_task(good_call(base, f"good-{i}")) for i in range(3)]
+        goods = [asyncio.create_task(fire_call(base, f"good-{i}", pace=0.01)) for i in range(3)]
         feed = await connect(base + "/feed", max_size=None)
         await feed.recv()  # snapshot
 

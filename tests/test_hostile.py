@@ -5,22 +5,9 @@ import asyncio
 import json
 import time
 
-import numpy as np
-from livekit import collect, live, mulaw_frames, send_audio, start_call
-from onnx_models import silence, tone
+from livekit import FIRE_8K, collect, fire_call, live, mulaw_frames, send_audio, start_call
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
-
-FIRE = np.concatenate([silence(0.5, 8000), tone(0.9, rate=8000), silence(1.0, 8000)])
-
-
-async def good_call(base: str, call_id: str) -> list[int]:
-    ws, _ = await start_call(base + "/call", call_id)
-    await send_audio(ws, mulaw_frames(FIRE), pace=0.005)
-    await ws.send(json.dumps({"type": "stop"}))
-    events = await collect(ws, "summary", timeout=30)
-    await ws.close()
-    return events[-1]["services"]
 
 
 async def dribble(port: int, data: bytes, every: float, limit: float) -> float | None:
@@ -68,7 +55,7 @@ def test_slowloris_handshake_and_frame_are_dropped_and_others_unaffected(loud_mo
             return None
 
         frame = asyncio.create_task(slow_frame())
-        good = await good_call(base, "beside-slowloris")
+        good = await fire_call(base, "beside-slowloris")
         results = [await t for t in slow_handshakes], await frame, good
         await asyncio.sleep(0.5)
         return (*results, list(server.sessions))
@@ -95,7 +82,7 @@ def test_connection_flood_above_the_cap_gets_503_fast_and_live_calls_go_on(loud_
         knocks = await asyncio.gather(*(knock() for _ in range(300)))
 
         async def finish(ws):  # the calls that were live during the flood go on as if nothing happened
-            await send_audio(ws, mulaw_frames(FIRE), pace=0.002)
+            await send_audio(ws, mulaw_frames(FIRE_8K), pace=0.002)
             await ws.send(json.dumps({"type": "stop"}))
             return (await collect(ws, "summary", timeout=30))[-1]["services"]
         return knocks, await asyncio.gather(*(finish(ws) for ws in holders))
@@ -130,7 +117,7 @@ def test_odd_methods_and_traversal_on_the_http_routes_are_refused(loud_model_pat
 
     async def scenario(server, base):
         replies = [await ask(server.config.port, raw) for raw in requests]
-        return replies, await good_call(base, "after-odd-http")
+        return replies, await fire_call(base, "after-odd-http")
 
     replies, good = live(loud_model_path, redis_server.url, scenario)
     for raw, reply in zip(requests, replies, strict=True):
