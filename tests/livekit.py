@@ -137,3 +137,8 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
+
+
+def dispatcher_actions(db) -> list[dict]:
+    """What dispatchers did, oldest first, from the audit log (a synchronous Redis client)."""
+    return [fields for _, fields in db.xrange("triage:audit") if fields["kind"] == "action"]

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 import pytest
-from livekit import collect, http_get, live, mulaw_frames, send_audio, start_call
+from livekit import collect, dispatcher_actions, http_get, live, mulaw_frames, send_audio, start_call
 from onnx_models import silence, tone
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
@@ -156,7 +156,7 @@ def test_roles_are_enforced_before_the_upgrade_and_actions_carry_the_credential_
     assert got["feed, revoked"] == (401, "unknown credential")
     assert snapshot["dispatcher"] == "alice" and result["ok"]
     assert rdb.hget("triage:call:who-1", "claimed_by:18") == "alice"
-    assert [a[1]["dispatcher"] for a in rdb.xrange("triage:actions")] == ["alice"]
+    assert [a["dispatcher"] for a in dispatcher_actions(rdb)] == ["alice"]
 
 
 def test_calls_and_the_feed_work_over_tls_with_a_self_signed_certificate(loud_model_path, redis_server, rdb,

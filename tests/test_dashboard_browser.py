@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import redis
-from livekit import collect, mulaw_frames, send_audio, start_call
+from livekit import collect, dispatcher_actions, mulaw_frames, send_audio, start_call
 from onnx_models import silence, tone
 
 from triage.credentials import CredentialFile, Credentials
@@ -82,7 +82,7 @@ def test_dispatcher_claims_and_acknowledges_a_fire_call(loud_model_path, tmp_pat
         db = redis.Redis.from_url(r.url, decode_responses=True)
         assert db.hget("triage:call:browser-1", "state:18") == "acked"
         assert db.hget("triage:call:browser-1", "acked_by:18") == "alice"
-        assert [a[1]["action"] for a in db.xrange("triage:actions")] == ["claim", "ack"]
+        assert [a["action"] for a in dispatcher_actions(db)] == ["claim", "ack"]
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     print(f"browser test took {time.monotonic() - started:.1f} s")
 
@@ -166,7 +166,7 @@ def test_dispatcher_signs_in_once_and_acts_under_the_credential_name(loud_model_
             browser.close()
         db = redis.Redis.from_url(r.url, decode_responses=True)
         assert db.hget("triage:call:signed-1", "claimed_by:18") == "alice"
-        assert [a[1]["dispatcher"] for a in db.xrange("triage:actions")] == ["alice"]
+        assert [a["dispatcher"] for a in dispatcher_actions(db)] == ["alice"]
 
 
 def test_dashboard_over_tls_with_a_self_signed_certificate(loud_model_path, tmp_path, self_signed):

@@ -100,6 +100,9 @@ def test_dashboard_actions_parse_to_typed_fields():
         DispatchAction("reroute", "c-1", 18, "", to_service=15)
     wrong = '{"type": "wrong", "call_id": "c", "service": 18, "keyword": "gaz", "time": 3, "dispatcher": " alice "}'
     assert parse_action(wrong) == DispatchAction("wrong", "c", 18, "alice", keyword="gaz", time=3.0)
+    assert parse_action('{"type": "confirm", "call_id": "c", "service": 15}') == DispatchAction("confirm", "c", 15)
+    missed = '{"type": "missed", "call_id": "c", "service": 18, "keyword": "incendie", "time": 12.5}'
+    assert parse_action(missed) == DispatchAction("missed", "c", 18, keyword="incendie", time=12.5)
     for bad, says in (('{"type": "reroute", "call_id": "c", "service": 18, "to_service": null}', "to_service"),
                       ('{"type": "reroute", "call_id": "c", "service": 18, "to_service": 18}', "differ"),
                       ('{"type": "claim", "call_id": "c", "service": true}', "service"),
@@ -109,6 +112,8 @@ def test_dashboard_actions_parse_to_typed_fields():
                       ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": {"a": 1}, "time": 1}', "keyword"),
                       ('{"type": "wrong", "call_id": "c", "service": 18, "keyword": [], "time": 1}', "keyword"),
                       ('{"type": "claim", "call_id": "<b>", "service": 18}', "call_id"),
+                      ('{"type": "missed", "call_id": "c", "service": 18, "keyword": "feu", "time": 1}', "keyword"),
+                      ('{"type": "missed", "call_id": "c", "service": 18, "keyword": "gaz", "time": -1}', "time"),
                       ('{"type": "delete", "call_id": "c", "service": 18}', "unknown action"), ("[]", "object")):
         with pytest.raises(ProtocolError, match=says) as e:
             parse_action(bad)
@@ -116,7 +121,7 @@ def test_dashboard_actions_parse_to_typed_fields():
 
 
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=80),
-                   st.sampled_from([15, 17, 18, "gaz", "claim", "reroute", "wrong", "ack", "c-1"]),
+                   st.sampled_from([15, 17, 18, "gaz", "claim", "reroute", "wrong", "ack", "confirm", "missed", "c-1"]),
                    st.lists(st.integers(), max_size=3))
 
 
@@ -131,7 +136,7 @@ def test_any_action_parses_to_valid_fields_or_raises_bad_action(obj):
     assert a.service in (15, 17, 18) and isinstance(a.call_id, str) and len(a.dispatcher) <= 64
     if a.action == "reroute":
         assert a.to_service in (15, 17, 18) and a.to_service != a.service
-    if a.action == "wrong":
+    if a.action in ("wrong", "missed"):
         assert a.keyword in KEYWORDS and math.isfinite(a.time) and a.time >= 0
 
 
@@ -154,7 +159,7 @@ ANY_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.fl
                                                 st.dictionaries(st.text(max_size=5), inner, max_size=3)), max_leaves=6)
 
 
-@given(st.sampled_from(["claim", "ack", "reroute", "wrong"]), st.sampled_from([15, 17, 18]), ANY_JSON, ANY_JSON,
+@given(st.sampled_from(["claim", "ack", "reroute", "wrong", "confirm", "missed"]), st.sampled_from([15, 17, 18]), ANY_JSON, ANY_JSON,
        ANY_JSON, ANY_JSON)
 def test_valid_actions_with_any_json_in_their_other_fields_parse_or_raise_bad_action(kind, service, to, kw, at, who):
     msg = {"type": kind, "call_id": "c-1", "service": service, "to_service": to, "keyword": kw, "time": at,

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import redis
-from livekit import ServerProcess, collect, http_get, live, mulaw_frames, send_audio, start_call
+from livekit import ServerProcess, collect, dispatcher_actions, http_get, live, mulaw_frames, send_audio, start_call
 from onnx_models import silence, tone
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -342,7 +342,7 @@ def test_dispatcher_actions_through_the_feed(loud_model_path, redis_server, rdb)
     assert claim["ok"] and not second["ok"] and "already claimed by alice" in second["message"]
     assert reroute["ok"] and rdb.xlen("triage:queue:15") == 1
     assert not unknown["ok"] and "not in the 18 queue" in unknown["message"]
-    actions = [e[1] for e in rdb.xrange("triage:actions")]
+    actions = dispatcher_actions(rdb)
     assert [(a["action"], a["dispatcher"]) for a in actions] == [("claim", "alice"), ("reroute", "alice")]
     assert rdb.hget("triage:call:d-1", "state:18") == "rerouted"
 

@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 import redis
+from livekit import dispatcher_actions
 
 from triage.embedded_redis import EmbeddedRedis
 from triage.store import RouteStore, StoreError
@@ -75,8 +76,8 @@ def test_reroute_moves_the_call_and_logs_who_did_it(server):
 
     waiting, call = run(server.url, scenario)
     assert [e.call_id for e, _ in waiting] == ["c1"] and call["state:18"] == "rerouted"
-    actions = redis.Redis.from_url(server.url, decode_responses=True).xrange("triage:actions")
-    assert [(a["action"], a["dispatcher"], a["model_said"]) for _, a in actions] == [
+    actions = dispatcher_actions(redis.Redis.from_url(server.url, decode_responses=True))
+    assert [(a["action"], a["dispatcher"], a["model_said"]) for a in actions] == [
         ("claim", "alice", '{"18": ["gaz"]}'), ("reroute", "alice", '{"18": ["gaz"]}')]
 
 
@@ -119,7 +120,7 @@ def test_hash_tagged_prefix_keeps_every_key_in_one_cluster_slot(server):
     assert run(server.url, scenario, prefix="{t}:") == [18]
     db = redis.Redis.from_url(server.url, decode_responses=True)
     keys = sorted(db.keys("*"))
-    assert keys == ["{t}:actions", "{t}:call:c1", "{t}:events", "{t}:queue:15", "{t}:queue:17", "{t}:queue:18"]
+    assert keys == ["{t}:audit", "{t}:call:c1", "{t}:events", "{t}:queue:15", "{t}:queue:17", "{t}:queue:18"]
     assert len({_slot(k) for k in keys}) == 1
 
 
@@ -133,3 +134,35 @@ def _slot(key: str) -> int:
             crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
             crc &= 0xFFFF
     return crc % 16384
+
+
+def test_feedback_carries_the_model_version_and_its_evidence_and_every_action_is_audited(server):
+    evidence = '{"18": [{"keyword": "gaz", "time": 4.2, "confidence": 0.97}]}'
+
+    async def scenario(s):
+        await s.save_call("c1", {"state": "live", "model": "kws12@abc", "route_evidence": evidence,
+                                 "route_keywords": '{"18": ["gaz"]}'})
+        await s.record_decision({"type": "detection", "call_id": "c1", "keyword": "gaz", "time": 4.2,
+                                 "confidence": 0.97}, "kws12@abc")
+        await s.route("c1", 18, ["gaz"], [], 4.2)
+        with pytest.raises(StoreError, match="not in the 15 queue: nothing to confirm"):
+            await s.confirm("c1", 15, "alice")
+        with pytest.raises(StoreError, match="unknown call 'c9'"):
+            await s.mark_missed("c9", "vol", 3.0, "alice", 17)
+        await s.claim("c1", 18, "alice")
+        await s.confirm("c1", 18, "alice")
+        await s.mark_missed("c1", "incendie", 9.5, "alice", 18)
+        await s.mark_wrong("c1", "gaz", 4.2, "alice", 18)
+        await s.ack("c1", 18, "alice")
+        return await s.feedback_entries(), await s.audit_entries(), await s.call("c1")
+
+    feedback, audit, call = run(server.url, scenario)
+    assert [(f["action"], f["model"], f["evidence"], f["dispatcher"]) for _, f in feedback] == [
+        ("confirm", "kws12@abc", evidence, "alice"), ("missed", "kws12@abc", evidence, "alice"),
+        ("wrong_detection", "kws12@abc", evidence, "alice")]
+    assert (feedback[1][1]["keyword"], feedback[1][1]["said_at"]) == ("incendie", "9.5")
+    assert call["confirmed:18"] == "alice" and call["missed:incendie@9.500"] == "alice"
+    assert [(a["kind"], a.get("action")) for _, a in audit] == [
+        ("detection", None), ("action", "claim"), ("action", "confirm"), ("action", "missed"),
+        ("action", "wrong_detection"), ("action", "ack")]
+    assert audit[0][1]["model"] == "kws12@abc" and '"confidence": 0.97' in audit[0][1]["event"]

@@ -6,6 +6,7 @@ streaming schedule and the per-keyword thresholds; nothing here has defaults of 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class KeywordModel:
         except json.JSONDecodeError as e:
             raise ModelError(f"{mpath}: not valid JSON ({e})") from None
         self.manifest = manifest
+        # What feedback, the audit log and reports attribute a decision to: the manifest's name and the
+        # ONNX file's own digest, so two trainings under one name are never confused.
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()[:12]
+        self.version = f"{manifest.get('name', self.path.stem)}@{digest}"
         try:
             self.classes: tuple[str, ...] = tuple(manifest["classes"])
             self.features = FeatureParams.from_dict(manifest["features"])

@@ -114,7 +114,9 @@ def parse_client_text(text: str) -> Start | Stop:
     return Start(call_id, rate, encoding, _metadata(msg.get("metadata")), given)
 
 
-DISPATCH_ACTIONS = ("claim", "ack", "reroute", "wrong")
+# confirm: the route this card shows is right (and so are the detections not marked wrong);
+# missed: a keyword the caller said that the model did not detect, at about this time in the call.
+DISPATCH_ACTIONS = ("claim", "ack", "reroute", "wrong", "confirm", "missed")
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,8 @@ class DispatchAction:
     service: int
     dispatcher: str = ""  # what the dashboard typed; only an open server uses it
     to_service: int | None = None  # reroute
-    keyword: str | None = None  # wrong: the detection the dispatcher rejects, and its time in the call
-    time: float | None = None
+    keyword: str | None = None  # wrong: the detection rejected; missed: the keyword not detected
+    time: float | None = None  # in call seconds: the detection's (wrong), about when it was said (missed)
 
 
 def _service(msg: dict, key: str) -> int:
@@ -160,7 +162,7 @@ def parse_action(text: str) -> DispatchAction:
         if to == service:
             raise ProtocolError("bad_action", f"to_service must differ from service {service}")
         return dataclasses.replace(out, to_service=to)
-    if action == "wrong":
+    if action in ("wrong", "missed"):
         keyword, at = msg.get("keyword"), msg.get("time")
         if not isinstance(keyword, str) or keyword not in KEYWORD_SERVICE:  # a list or object is unhashable
             raise ProtocolError("bad_action", f"keyword must be a triage keyword (got {str(keyword)[:40]!r})")

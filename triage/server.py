@@ -383,7 +383,7 @@ class TriageServer:
         self.sessions[msg.call_id] = session
         self.metrics.inc("triage_calls_total")
         started = {"state": "live", "started_at": f"{time.time():.3f}", "sample_rate": msg.sample_rate,
-                   "encoding": msg.encoding, "metadata": msg.metadata}
+                   "encoding": msg.encoding, "metadata": msg.metadata, "model": self.model.version}
         self._persist(lambda: self.store.save_call(msg.call_id, started))
         self._broadcast({"type": "call_started", "call_id": msg.call_id, "metadata": msg.metadata})
         return session, False
@@ -452,7 +452,7 @@ class TriageServer:
             ev = {"type": "detection", "call_id": s.call_id, **d.to_dict()}
             await self._to_caller(s, ev)
             self._broadcast(ev)
-            self._persist(lambda ev=ev: self.store.publish(ev))
+            self._persist(lambda ev=ev: self.store.record_decision(ev, self.model.version))
         decision = s.router.update(dets)
         if decision is not None:
             await self._on_route(s, decision)
@@ -470,8 +470,9 @@ class TriageServer:
             writes.append(self._persist(self._route_writer(s, service, decision.keywords[service], evidence,
                                                            decision.first_time(service))))
         self._persist(lambda: self.store.save_call(s.call_id, {
-            "services": list(decision.services), "route_keywords": json.dumps(decision.keywords)}))
-        self._persist(lambda: self.store.publish(ev))
+            "services": list(decision.services), "route_keywords": json.dumps(decision.keywords),
+            "route_evidence": json.dumps(decision.to_dict()["evidence"], ensure_ascii=False)}))
+        self._persist(lambda: self.store.record_decision(ev, self.model.version))
         # The caller hears of a route once it is in Redis; if Redis is down it hears "stored": false now
         # and "route_stored" when the outbox gets it there.
         stored = not writes
@@ -651,6 +652,10 @@ class TriageServer:
                 await self.store.ack(a.call_id, a.service, who)
             elif a.action == "reroute":
                 await self.store.reroute(a.call_id, a.service, a.to_service, who)
+            elif a.action == "confirm":
+                await self.store.confirm(a.call_id, a.service, who)
+            elif a.action == "missed":
+                await self.store.mark_missed(a.call_id, a.keyword, a.time, who, a.service)
             else:
                 await self.store.mark_wrong(a.call_id, a.keyword, a.time, who, a.service)
         except StoreError as e:

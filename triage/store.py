@@ -4,7 +4,10 @@ Keys
   triage:queue:<15|17|18>   stream, one entry per (call, service): call_id, service, keywords, evidence, …
   triage:call:<call_id>     hash: call state, metadata, route:<service> → queue entry id, claim/ack fields
   triage:events             stream (capped): every event the dashboards see
-  triage:actions            stream: what dispatchers did, who, when, and what the model had said
+  triage:audit              stream (append-only, never trimmed): every model decision (detection, route,
+                            with model version and confidence) and every dispatcher action
+  triage:feedback           stream: what dispatchers said of the model's work (confirm, missed keyword,
+                            wrong detection, re-route) with the model version and the evidence it gave
 
 Every write that must happen once is a Lua script, so it is atomic and idempotent: a route is
 added once per (call, service) whatever the retries, reconnects or server restarts.
@@ -23,6 +26,8 @@ from triage.keywords import SERVICE_BY_NUMBER
 
 SERVICES = tuple(SERVICE_BY_NUMBER)
 GROUP = "dispatchers"
+# The actions that say something about the model's work; claim and ack only move the queue.
+FEEDBACK_ACTIONS = frozenset({"confirm", "missed", "wrong_detection", "reroute"})
 
 
 DEFAULT_PREFIX = "triage:"
@@ -111,8 +116,12 @@ class RouteStore:
         return f"{self.prefix}events"
 
     @property
-    def actions_key(self) -> str:
-        return f"{self.prefix}actions"
+    def audit_key(self) -> str:
+        return f"{self.prefix}audit"
+
+    @property
+    def feedback_key(self) -> str:
+        return f"{self.prefix}feedback"
 
     @property
     def feed_channel(self) -> str:
@@ -156,6 +165,23 @@ class RouteStore:
         return await self.redis.xadd(self.events_key, {"event": json.dumps(event, ensure_ascii=False)},
                                      maxlen=self.events_maxlen, approximate=True)
 
+    async def record_decision(self, event: dict, model: str) -> None:
+        """A model decision (a detection or a route event): to the dashboards' capped events stream and,
+        with the model version, to the audit log, together."""
+        text = json.dumps(event, ensure_ascii=False)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.events_key, {"event": text}, maxlen=self.events_maxlen, approximate=True)
+        pipe.xadd(self.audit_key, {"kind": event["type"], "call_id": event["call_id"], "model": model,
+                                   "at": f"{time.time():.3f}", "event": text})
+        await pipe.execute()
+
+    async def audit_entries(self, start: str = "-", end: str = "+", count: int = 10_000) -> list[tuple[str, dict]]:
+        """Audit entries between two stream ids (inclusive), oldest first, at most `count`."""
+        return await self.redis.xrange(self.audit_key, start, end, count=count)
+
+    async def feedback_entries(self, start: str = "-", count: int = 10_000) -> list[tuple[str, dict]]:
+        return await self.redis.xrange(self.feedback_key, start, "+", count=count)
+
     async def fan_out(self, messages: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for m in messages:
@@ -183,9 +209,14 @@ class RouteStore:
     async def _log(self, action: str, dispatcher: str, call_id: str, service: int, **extra) -> None:
         call = await self.call(call_id)
         entry = {"action": action, "dispatcher": dispatcher, "call_id": call_id, "service": str(service),
-                 "at": f"{time.time():.3f}", "model_said": call.get("route_keywords", ""), **{
-                     k: _enc(v) for k, v in extra.items()}}
-        await self.redis.xadd(self.actions_key, entry)
+                 "at": f"{time.time():.3f}", "model": call.get("model", ""),
+                 "model_said": call.get("route_keywords", ""), "evidence": call.get("route_evidence", ""),
+                 **{k: _enc(v) for k, v in extra.items()}}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xadd(self.audit_key, {"kind": "action", **entry})
+        if action in FEEDBACK_ACTIONS:
+            pipe.xadd(self.feedback_key, entry)
+        await pipe.execute()
         await self.publish({"type": "action", **entry})
 
     async def claim(self, call_id: str, service: int, dispatcher: str) -> None:
@@ -217,6 +248,20 @@ class RouteStore:
             raise StoreError(f"unknown call {call_id!r}")
         await self.redis.hset(self.call_key(call_id), f"wrong:{keyword}@{at:.3f}", dispatcher)
         await self._log("wrong_detection", dispatcher, call_id, service, keyword=keyword, detection_time=at)
+
+    async def confirm(self, call_id: str, service: int, dispatcher: str) -> None:
+        """The dispatcher says the call belongs to `service`, as the model routed it."""
+        if not await self.redis.hexists(self.call_key(call_id), f"route:{service}"):
+            raise StoreError(f"call {call_id!r} is not in the {service} queue: nothing to confirm")
+        await self.redis.hset(self.call_key(call_id), f"confirmed:{service}", dispatcher)
+        await self._log("confirm", dispatcher, call_id, service)
+
+    async def mark_missed(self, call_id: str, keyword: str, at: float, dispatcher: str, service: int = 0) -> None:
+        """The caller said `keyword` at about `at` seconds into the call and the model did not detect it."""
+        if not await self.redis.exists(self.call_key(call_id)):
+            raise StoreError(f"unknown call {call_id!r}")
+        await self.redis.hset(self.call_key(call_id), f"missed:{keyword}@{at:.3f}", dispatcher)
+        await self._log("missed", dispatcher, call_id, service, keyword=keyword, said_at=at)
 
     async def next_for(self, service: int, dispatcher: str) -> QueueEntry | None:
         """The next call of a service for a console dispatcher: first any entry a crashed dispatcher left
