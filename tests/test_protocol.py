@@ -159,8 +159,8 @@ ANY_JSON = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.fl
                                                 st.dictionaries(st.text(max_size=5), inner, max_size=3)), max_leaves=6)
 
 
-@given(st.sampled_from(["claim", "ack", "reroute", "wrong", "confirm", "missed"]), st.sampled_from([15, 17, 18]), ANY_JSON, ANY_JSON,
-       ANY_JSON, ANY_JSON)
+@given(st.sampled_from(["claim", "ack", "reroute", "wrong", "confirm", "missed"]), st.sampled_from([15, 17, 18]),
+       ANY_JSON, ANY_JSON, ANY_JSON, ANY_JSON)
 def test_valid_actions_with_any_json_in_their_other_fields_parse_or_raise_bad_action(kind, service, to, kw, at, who):
     msg = {"type": kind, "call_id": "c-1", "service": service, "to_service": to, "keyword": kw, "time": at,
            "dispatcher": who}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soxr
@@ -217,6 +218,15 @@ class AudioFile:
             done += len(x)
             yield x
 
+    def read_range(self, start: int, frames: int) -> np.ndarray:
+        """Float32 mono samples [start, start + frames) (fewer at the end of the file)."""
+        try:
+            self._file.seek(max(0, min(start, self.frames)))
+            x = self._file.read(max(0, frames), dtype="float32", always_2d=True)
+        except RuntimeError as e:
+            raise AudioError(f"{self.name}: unreadable at sample {start} ({e})") from None
+        return x.mean(axis=1, dtype=np.float32) if self.channels > 1 else x[:, 0].copy()
+
     def close(self) -> None:
         self._file.close()
         self._raw.close()
@@ -250,7 +260,34 @@ def read_blocks_16k(path: str | Path, seconds: float = 10.0):
         yield rs.flush()
 
 
-def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int, encoding: str = "pcm_s16le") -> None:
+class LineRecorder:
+    """A WAV file written as a line's bytes arrive, in the line's own encoding (G.711 stays G.711)."""
+
+    def __init__(self, path: str | Path, sample_rate: int, encoding: str):
+        import soundfile as sf
+
+        subtype = _ENCODING_SUBTYPE.get(encoding)
+        if subtype is None:
+            raise AudioError(f"cannot record {encoding!r}; expected one of {', '.join(_ENCODING_SUBTYPE)}")
+        self.encoding = encoding
+        self._file = sf.SoundFile(str(path), "w", samplerate=sample_rate, channels=1, format="WAV", subtype=subtype)
+
+    def write(self, data: bytes) -> None:
+        # G.711 expands to 14/13-bit values that libsndfile encodes back to the very same bytes.
+        if self.encoding == "mulaw":
+            self._file.write(ULAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)])
+        elif self.encoding == "alaw":
+            self._file.write(ALAW_TO_PCM16[np.frombuffer(data, dtype=np.uint8)])
+        elif self.encoding == "pcm_s16le":
+            self._file.write(np.frombuffer(data, dtype="<i2"))
+        else:
+            self._file.write(np.frombuffer(data, dtype="<f4"))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_wav(path: str | Path | BinaryIO, samples: np.ndarray, sample_rate: int, encoding: str = "pcm_s16le") -> None:
     import soundfile as sf
 
     subtype = _ENCODING_SUBTYPE.get(encoding)
@@ -259,4 +296,4 @@ def write_wav(path: str | Path, samples: np.ndarray, sample_rate: int, encoding:
     x = np.asarray(samples, dtype=np.float32)
     if encoding != "f32le":
         x = np.clip(x, -1.0, 32767 / 32768)
-    sf.write(str(path), x, sample_rate, subtype=subtype, format="WAV")
+    sf.write(str(path) if isinstance(path, str | Path) else path, x, sample_rate, subtype=subtype, format="WAV")

@@ -47,12 +47,14 @@ class TickResult:
     windows: int = 0  # scored in this tick
     audio_seconds: float = 0.0  # decoded in this tick
     frames: int = 0  # received frames taken in this tick
+    received: dict[str, bytes] = field(default_factory=dict)  # each call's bytes as they came (keep_received)
 
 
 class ScoringEngine:
-    def __init__(self, model: KeywordModel):
+    def __init__(self, model: KeywordModel, keep_received: bool = False):
         self.model = model
         self.calls: dict[str, CallAudio] = {}
+        self.keep_received = keep_received  # hand each tick's bytes on (call recording)
 
     def add(self, call_id: str, sample_rate: int, encoding: str) -> CallAudio:
         audio = CallAudio(sample_rate, encoding, KeywordSpotter(self.model), StreamResampler(sample_rate),
@@ -77,6 +79,7 @@ class ScoringEngine:
         seconds, frames = 0.0, 0
         calls = list(self.calls.items())  # calls may be added by the event loop meanwhile
         framed: list[tuple[CallAudio, np.ndarray]] = []
+        received: dict[str, bytes] = {}
         for call_id, a in calls:
             n = len(a.pending)
             frames += n
@@ -84,6 +87,8 @@ class ScoringEngine:
                 continue
             data = b"".join(a.pending[:n])
             del a.pending[:n]
+            if self.keep_received:
+                received[call_id] = data
             try:
                 samples = decode(data, a.encoding)
             except AudioError as e:
@@ -115,4 +120,4 @@ class ScoringEngine:
             for (cid, _), dets in zip(due, accept_batch(spotters, counts, self.model.predict(stacked)), strict=True):
                 if dets:
                     detections[cid] = dets
-        return TickResult(detections, errors, windows, seconds, frames)
+        return TickResult(detections, errors, windows, seconds, frames, received)

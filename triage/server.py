@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import mimetypes
 import os
 import socket
@@ -41,9 +42,10 @@ from websockets.exceptions import ConnectionClosed
 
 from triage import protocol
 from triage.credentials import CredentialError, CredentialFile, Credentials, Identity
-from triage.engine import CallAudio, ScoringEngine
+from triage.engine import CallAudio, ScoringEngine, TickResult
 from triage.model import KeywordModel
 from triage.protocol import ProtocolError, Start, Stop
+from triage.recording import CallInfo, RecordingError, Recordings
 from triage.router import CallRouter, RouteDecision
 from triage.spotter import Detection
 from triage.store import DEFAULT_PREFIX, RouteStore, StoreError
@@ -74,6 +76,9 @@ class ServerConfig:
     instance: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     reuse_port: bool = False  # one of `triage serve --workers N` processes sharing the port
     key_prefix: str = DEFAULT_PREFIX  # of every Redis key; a hash tag such as "{triage}:" on Redis Cluster
+    record_dir: Path | None = None  # opt-in: keep each call's audio, events and feedback here (recording.py)
+    retention_days: float = 30.0  # recordings older than this are deleted by the server
+    retention_check_s: float = 3600.0
 
 
 @dataclass
@@ -135,7 +140,8 @@ class TriageServer:
         self.store = store
         self.config = config or ServerConfig()
         self.sessions: dict[str, CallSession] = {}
-        self.engine = ScoringEngine(model)
+        self.recordings = Recordings(self.config.record_dir) if self.config.record_dir else None
+        self.engine = ScoringEngine(model, keep_received=self.recordings is not None)
         self.feeds: dict[ServerConnection, asyncio.Queue] = {}
         self.metrics = Metrics()
         self.outbox = Outbox(self.config.outbox_limit)
@@ -151,6 +157,7 @@ class TriageServer:
         self._feed_identities: weakref.WeakKeyDictionary[ServerConnection, Identity | None] = \
             weakref.WeakKeyDictionary()
         self._users = CredentialFile(self.config.users_file) if self.config.users_file else None
+        self._unrecorded: set[str] = set()  # calls whose recording failed (said once)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -176,8 +183,9 @@ class TriageServer:
                                    open_timeout=self.config.handshake_timeout_s,
                                    reuse_port=self.config.reuse_port, ssl=self._tls())
         self.config.port = self._server.sockets[0].getsockname()[1]
-        for coro in (self._scoring_loop(), self._outbox_loop(), self._reaper_loop(), self._fan_out_loop(),
-                     self._fan_in_loop()):
+        loops = [self._scoring_loop(), self._outbox_loop(), self._reaper_loop(), self._fan_out_loop(),
+                 self._fan_in_loop()] + ([self._retention_loop()] if self.recordings else [])
+        for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
     async def stop(self) -> None:
@@ -252,6 +260,8 @@ class TriageServer:
             return _set_header(connection.respond(HTTPStatus.OK, json.dumps(
                 {"dispatcher": admission.identity.name if admission.identity else None}) + "\n"),
                 "Content-Type", "application/json")
+        if path.startswith("/recordings/"):
+            return await self._recording_clip(connection, request, path)
         if path in ("/call", "/feed"):
             admission = self._admission(request, "ingest" if path == "/call" else "dispatcher")
             if admission.status != 200:
@@ -269,6 +279,33 @@ class TriageServer:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return connection.respond(HTTPStatus.NOT_FOUND, f"no websocket at {path}; use /call or /feed\n")
         return self._static(connection, path)
+
+    async def _recording_clip(self, connection, request, path: str):
+        """GET /recordings/<call_id>/clip?start=S&end=E: a few seconds of a recorded call (PCM16 WAV), for a
+        dispatcher to hear the evidence before confirming."""
+        admission = self._admission(request, "dispatcher")
+        if admission.status != 200:
+            return connection.respond(HTTPStatus(admission.status), admission.message + "\n")
+        parts = path.split("/")
+        if self.recordings is None or len(parts) != 4 or parts[3] != "clip":
+            return connection.respond(HTTPStatus.NOT_FOUND, "no recording here: expected /recordings/<call_id>/clip "
+                                      "on a server started with --record\n")
+        query = parse_qs(urlsplit(request.path).query)
+        try:
+            start, end = float(query["start"][0]), float(query["end"][0])
+            if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end and end - start <= 60):
+                raise ValueError
+        except (KeyError, ValueError):
+            return connection.respond(HTTPStatus.BAD_REQUEST, "expected ?start=S&end=E in seconds, "
+                                      "0 <= S < E, at most 60 s apart\n")
+        try:
+            body = await asyncio.to_thread(self.recordings.clip, parts[2], start, end)
+        except RecordingError as e:
+            return connection.respond(HTTPStatus.NOT_FOUND, f"{e}\n")
+        resp = _set_header(connection.respond(HTTPStatus.OK, ""), "Content-Type", "audio/wav")
+        _set_header(resp, "Content-Length", str(len(body)))
+        _set_header(resp, "Cache-Control", "no-store")
+        return dataclasses.replace(resp, body=body)
 
     def _static(self, connection, path: str):
         name = "index.html" if path in ("/", "") else path.lstrip("/")
@@ -382,10 +419,19 @@ class TriageServer:
                 session.stored_services = set(await self.store.routed_services(msg.call_id))
         self.sessions[msg.call_id] = session
         self.metrics.inc("triage_calls_total")
-        started = {"state": "live", "started_at": f"{time.time():.3f}", "sample_rate": msg.sample_rate,
+        now = time.time()
+        started = {"state": "live", "started_at": f"{now:.3f}", "sample_rate": msg.sample_rate,
                    "encoding": msg.encoding, "metadata": msg.metadata, "model": self.model.version}
+        if self.recordings is not None:
+            try:
+                self.recordings.open(CallInfo(msg.call_id, msg.sample_rate, msg.encoding, now, msg.metadata,
+                                              self.model.version), offset=session.audio.samples_in)
+                started["recorded"] = "1"
+            except (OSError, RuntimeError) as e:
+                self._recording_failed(msg.call_id, e)
         self._persist(lambda: self.store.save_call(msg.call_id, started))
-        self._broadcast({"type": "call_started", "call_id": msg.call_id, "metadata": msg.metadata})
+        self._broadcast({"type": "call_started", "call_id": msg.call_id, "metadata": msg.metadata,
+                         "recorded": "recorded" in started})
         return session, False
 
     async def _end_call(self, s: CallSession, reason: str, notify: bool = True) -> None:
@@ -397,6 +443,13 @@ class TriageServer:
         self.engine.remove(s.call_id)
         summary = {"duration": round(s.duration, 3), "reason": reason,
                    "detections": [d.to_dict() for d in s.detections], **s.router.decision.to_dict()}
+        if self.recordings is not None:
+            self._record_event(s.call_id, {"type": "summary", "call_id": s.call_id, **summary})
+            try:
+                self.recordings.close(s.call_id)
+            except (OSError, RuntimeError) as e:
+                self._recording_failed(s.call_id, e)
+            self._unrecorded.discard(s.call_id)
         self._persist(lambda: self.store.save_call(s.call_id, {"state": "ended", "ended_reason": reason,
                                                              "duration": f"{s.duration:.3f}"}))
         self._broadcast({"type": "call_ended", "call_id": s.call_id, "reason": reason,
@@ -427,7 +480,9 @@ class TriageServer:
     async def _score_once(self, final: frozenset[str] = frozenset()) -> None:
         async with self._scoring:
             t = time.perf_counter()
-            result = await asyncio.to_thread(self.engine.tick, final)
+            result, unrecorded = await asyncio.to_thread(self._tick, final)
+            for call_id, err in unrecorded.items():
+                self._recording_failed(call_id, err)
             if result.windows:
                 self.metrics.score_seconds.append(time.perf_counter() - t)
                 self.metrics.batch_sizes.append(result.windows)
@@ -445,11 +500,59 @@ class TriageServer:
                 if s is not None:
                     await self._on_detections(s, dets)
 
+    def _tick(self, final: frozenset[str]) -> tuple[TickResult, dict[str, Exception]]:
+        """In the scoring thread: the engine's tick, then the bytes it took to the recordings."""
+        result = self.engine.tick(final)
+        failed: dict[str, Exception] = {}
+        if self.recordings is not None:
+            for call_id, data in result.received.items():
+                try:
+                    self.recordings.write(call_id, data)
+                except (OSError, RuntimeError) as e:
+                    failed[call_id] = e
+        return result, failed
+
+    # -- recording -----------------------------------------------------------------------------------
+    def _recording_failed(self, call_id: str, err: Exception) -> None:
+        """Loud, once per call: the call goes on being scored and routed, but its recording is incomplete."""
+        if call_id in self._unrecorded:
+            return
+        self._unrecorded.add(call_id)
+        log.error("recording of call %s failed, the call goes on unrecorded: %s", call_id, err)
+        self.metrics.inc("triage_errors_total", code="recording")
+        self._broadcast({"type": "warning", "code": "recording_failed", "call_id": call_id,
+                         "message": f"recording of call {call_id} failed ({str(err)[:200]}); "
+                                    "the call is still scored and routed"})
+
+    def _record_event(self, call_id: str, ev: dict) -> None:
+        if self.recordings is None:
+            return
+        try:
+            self.recordings.event(call_id, ev)
+        except OSError as e:
+            self._recording_failed(call_id, e)
+
+    async def _retention_loop(self) -> None:
+        """Deletes recordings past the retention period (never a live call's)."""
+        while True:
+            try:
+                gone = await asyncio.to_thread(self.recordings.purge_expired, self.config.retention_days,
+                                               frozenset(self.sessions))
+                if gone:
+                    log.info("retention: deleted %d recordings older than %g days", len(gone),
+                             self.config.retention_days)
+                    self.metrics.inc("triage_recordings_purged_total", len(gone))
+            except (OSError, RuntimeError) as e:
+                log.error("retention: could not delete expired recordings in %s: %s", self.recordings.root, e)
+                self.metrics.inc("triage_errors_total", code="retention")
+            await asyncio.sleep(self.config.retention_check_s)
+
     async def _on_detections(self, s: CallSession, dets: list[Detection]) -> None:
         s.detections += dets
         for d in dets:
             self.metrics.inc("triage_detections_total", keyword=d.keyword)
             ev = {"type": "detection", "call_id": s.call_id, **d.to_dict()}
+            self._record_event(s.call_id, ev)
             await self._to_caller(s, ev)
             self._broadcast(ev)
             self._persist(lambda ev=ev: self.store.record_decision(ev, self.model.version))
@@ -473,6 +576,7 @@ class TriageServer:
             "services": list(decision.services), "route_keywords": json.dumps(decision.keywords),
             "route_evidence": json.dumps(decision.to_dict()["evidence"], ensure_ascii=False)}))
         self._persist(lambda: self.store.record_decision(ev, self.model.version))
+        self._record_event(s.call_id, ev)
         # The caller hears of a route once it is in Redis; if Redis is down it hears "stored": false now
         # and "route_stored" when the outbox gets it there.
         stored = not writes
@@ -632,6 +736,7 @@ class TriageServer:
                     queues[str(service)] = [_card(e, call) for e, call in await self.store.waiting(service)]
         live = {s.call_id: {"metadata": s.start.metadata, "duration": round(s.duration, 2),
                             "detections": [d.to_dict() for d in s.detections],
+                            "recorded": self.recordings is not None and self.recordings.is_recording(s.call_id),
                             "services": list(s.router.decision.services)} for s in self.sessions.values()}
         return {"type": "snapshot", "queues": queues, "live": live, "redis": self.redis_up}
 
@@ -663,8 +768,10 @@ class TriageServer:
         except (RedisError, OSError):
             return {"type": "action_result", "ok": False, "action": a.action, "call_id": a.call_id,
                     "message": "routing store unreachable: nothing was changed, try again"}
-        self._broadcast({"type": "dispatch", "action": a.action, "call_id": a.call_id, "service": a.service,
-                         "dispatcher": who, "to_service": a.to_service})
+        done = {"type": "dispatch", "action": a.action, "call_id": a.call_id, "service": a.service,
+                "dispatcher": who, "to_service": a.to_service, "keyword": a.keyword, "time": a.time}
+        self._record_event(a.call_id, {**done, "at": round(time.time(), 3)})
+        self._broadcast(done)
         return {"type": "action_result", "ok": True, "action": a.action, "call_id": a.call_id}
 
 
@@ -673,7 +780,8 @@ def _card(e, call: dict) -> dict:
             "evidence": json.loads(e.fields.get("evidence", "[]")),
             "metadata": json.loads(e.fields.get("metadata", "{}") or "{}"),
             "routed_at": float(e.fields.get("routed_at", 0)), "state": call.get(f"state:{e.service}"),
-            "claimed_by": call.get(f"claimed_by:{e.service}"), "call_state": call.get("state")}
+            "claimed_by": call.get(f"claimed_by:{e.service}"), "call_state": call.get("state"),
+            "recorded": call.get("recorded") == "1", "confirmed_by": call.get(f"confirmed:{e.service}")}
 
 
 def _loopback(host: str) -> bool:
