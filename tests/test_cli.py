@@ -65,7 +65,9 @@ def test_missing_model_is_a_clear_error(clips, tmp_path):
     assert r.returncode == 3 and "none.onnx: model file not found" in r.stderr
 
 
-@pytest.mark.parametrize("cmd", ["classify", "replay", "demo", "serve", "call", "dispatch"])
+@pytest.mark.parametrize("cmd", ["classify", "replay", "demo", "serve", "call", "dispatch", "users add",
+                                 "users list", "users remove", "recordings list", "recordings purge",
+                                 "feedback export", "report", "audit export"])
 def test_every_command_has_help(cmd):
-    r = run(cmd, "--help")
+    r = run(*cmd.split(), "--help")
     assert r.returncode == 0 and "usage: triage " + cmd in r.stdout

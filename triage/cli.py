@@ -99,7 +99,9 @@ def _server_config(args):
     users = args.users or os.environ.get("TRIAGE_USERS")
     return ServerConfig(host=args.host, port=args.port, token=args.token or os.environ.get("TRIAGE_TOKEN"),
                         users_file=Path(users) if users else None, certfile=args.certfile, keyfile=args.keyfile,
-                        max_calls=getattr(args, "max_calls", 500), key_prefix=_key_prefix(args))
+                        max_calls=getattr(args, "max_calls", 500), key_prefix=_key_prefix(args),
+                        record_dir=getattr(args, "record", None), retention_days=getattr(args, "retention_days", 30.0),
+                        audit_dir=getattr(args, "audit_dir", None))
 
 
 def cmd_serve(args) -> int:
@@ -267,16 +269,140 @@ def _console_dispatcher(args) -> str | None:
     return admission.identity.name
 
 
+def _redis_url(args, what: str) -> str:
+    url = args.redis_url or os.environ.get("REDIS_URL")
+    if not url:
+        raise SystemExit(f"triage: error: {what} needs the service's Redis: --redis-url URL or REDIS_URL "
+                         "(triage serve prints it)")
+    return url
+
+
+def _with_store(args, what: str, work):
+    """Run `work(store)` against the service's Redis; a Redis that is not there is a clear error."""
+    import asyncio
+
+    from redis.exceptions import RedisError
+
+    from triage.store import RouteStore
+
+    async def main():
+        store = RouteStore(_redis_url(args, what), prefix=_key_prefix(args))
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+    try:
+        return asyncio.run(main())
+    except (RedisError, OSError) as e:
+        raise SystemExit(f"triage: error: Redis at {_redis_url(args, what)} not reachable: {e}") from None
+
+
+def cmd_recordings(args) -> int:
+    import time
+
+    from triage.recording import RecordingError, Recordings
+
+    if not args.dir.is_dir():
+        _err(f"{args.dir}: no such recordings directory")
+        return 2
+    rec = Recordings(args.dir)
+    if args.action == "list":
+        for c in rec.calls():
+            try:
+                length = f"{rec.duration(c.call_id):.1f} s"
+            except RecordingError:
+                length = "no audio"
+            started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.started_at))
+            print(f"{c.call_id}\t{started} UTC\t{length}\t{c.encoding} {c.sample_rate} Hz\t{c.model}")
+        return 0
+    if not args.call and args.older_than_days is None:
+        _err("purge what? give call ids (a deletion request) or --older-than-days N")
+        return 2
+    gone = [c for c in args.call if rec.purge(c)]
+    for c in set(args.call) - set(gone):
+        _err(f"no recording of call {c!r} in {args.dir}")
+    if args.older_than_days is not None:
+        gone += rec.purge_expired(args.older_than_days)
+    for c in gone:
+        print(c)
+    _err(f"{len(gone)} recordings deleted from {args.dir}")
+    return 0 if len(gone) >= len(set(args.call)) else 1
+
+
+def cmd_feedback(args) -> int:
+    from triage import feedback
+    from triage.recording import RecordingError, Recordings
+
+    model = _load_model(args)
+    window_s = model.features.window_samples / model.features.sample_rate
+    calls = _with_store(args, "feedback export", lambda store: store.reviews())
+    rec = Recordings(args.recordings)
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines, skipped = [], []
+    for c in _progress(calls, "exporting reviewed calls", sys.stderr.isatty()):
+        try:
+            rec.export_audio(c.call_id, args.out / f"{c.call_id}.wav")
+        except RecordingError as e:
+            skipped.append(f"{c.call_id} ({e})")
+            continue
+        lines.append(feedback.label(c, window_s, f"{c.call_id}.wav"))
+    (args.out / "labels.jsonl").write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines),
+                                           encoding="utf-8")
+    for s in skipped:
+        _err(f"skipped, not recorded: {s}")
+    _err(f"{len(lines)} reviewed calls exported to {args.out} (labels.jsonl); measure with: triage replay "
+         f"{args.out}/*.wav --labels {args.out}/labels.jsonl")
+    return 0 if lines or not calls else 1
+
+
+def cmd_report(args) -> int:
+    from triage import feedback
+
+    rep = feedback.report(_with_store(args, "report", lambda store: store.reviews()))
+    if args.json:
+        print(json.dumps(rep, ensure_ascii=False))
+    if args.html:
+        from triage.report import write_html
+
+        _err(f"report written to {write_html(rep, args.html)}")
+    if not args.json and not args.html:
+        o = rep["overall"]
+        print(f"{o['calls']} reviewed calls, {o['hours']} h; route exact match {o['route_exact_match']}; "
+              f"false alarms per hour {o['false_alarms_per_hour']}; use --html FILE or --json for the rest")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    import datetime as dt
+
+    from triage import audit
+
+    async def work(store):
+        if args.day:
+            return [await audit.export_day(store, args.day, args.dir)]
+        return await audit.export_finished_days(store, args.dir, dt.datetime.now(dt.UTC).date())
+
+    for path, n in _with_store(args, "audit export", work):
+        print(f"{path}\t{n}")
+    return 0
+
+
 def cmd_dispatch(args) -> int:
     import asyncio
 
     from triage.dispatch import console
 
-    url = args.redis_url or os.environ.get("REDIS_URL")
-    if not url:
-        _err("dispatch needs the service's Redis: --redis-url URL or REDIS_URL (triage serve prints it)")
-        return 2
-    return asyncio.run(console(url, args.service, _console_dispatcher(args), _key_prefix(args)))
+    return asyncio.run(console(_redis_url(args, "dispatch"), args.service, _console_dispatcher(args),
+                               _key_prefix(args)))
+
+
+def _date(text: str):
+    import datetime as dt
+
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live calls per worker before new ones get HTTP 503")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
+    p.add_argument("--record", type=Path, metavar="DIR",
+                   help="opt-in: keep each call's audio (the line's own encoding), events and feedback in DIR")
+    p.add_argument("--retention-days", type=float, default=30.0,
+                   help="with --record: recordings older than this are deleted (default 30)")
+    p.add_argument("--audit-dir", type=Path, metavar="DIR",
+                   help="export each finished UTC day of the audit log to DIR/audit-YYYY-MM-DD.jsonl")
     p.set_defaults(run=cmd_serve)
 
     p = sub.add_parser("demo", help="serve and loop the bundled demo calls; open the printed dashboard URL",
@@ -377,6 +509,62 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--role", default="dispatcher", choices=["dispatcher", "ingest"])
             q.add_argument("--expires-days", type=float, help="refuse the credential after this many days")
         q.set_defaults(run=cmd_users)
+
+    p = sub.add_parser("recordings", help="list or delete call recordings (triage serve --record DIR)",
+                       description="Recordings kept by `triage serve --record DIR`. `purge` deletes calls on "
+                                   "request, or every recording older than a number of days.")
+    rec = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = rec.add_parser("list", help="call id, start (UTC), length, encoding, model",
+                       description="One recorded call per line: call id, start (UTC), length, encoding, model.")
+    q.add_argument("--dir", type=Path, required=True, help="the --record directory")
+    q.set_defaults(run=cmd_recordings)
+    q = rec.add_parser("purge", help="delete recordings: these calls, or all older than N days",
+                       description="Delete recordings: the calls named (a deletion request), and/or every "
+                                   "recording that started more than --older-than-days ago.")
+    q.add_argument("call", nargs="*", help="call ids to delete")
+    q.add_argument("--dir", type=Path, required=True, help="the --record directory")
+    q.add_argument("--older-than-days", type=float, help="also delete every recording older than this")
+    q.set_defaults(run=cmd_recordings)
+
+    def redis_args(p):
+        p.add_argument("--redis-url", help="the service's Redis (default: REDIS_URL)")
+        key_prefix_arg(p)
+
+    p = sub.add_parser("feedback", help="export reviewed, recorded calls as a labelled dataset",
+                       description="Dispatchers' feedback turned into data.")
+    fb = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = fb.add_parser("export", help="reviewed calls' audio + labels.jsonl for `triage replay --labels`",
+                      description="Every call a dispatcher reviewed and that was recorded: its audio as OUT/<id>.wav "
+                                  "(the line's encoding) and one line of OUT/labels.jsonl in the format `triage replay "
+                                  "--labels` reads. Detections not marked wrong are labelled as said (ending when "
+                                  "they fired, starting one model window before); keywords marked missed span ±1 s "
+                                  "around the time the dispatcher gave.")
+    q.add_argument("out", type=Path, metavar="OUT")
+    q.add_argument("--recordings", type=Path, required=True, metavar="DIR", help="the --record directory")
+    redis_args(q)
+    model_arg(q)
+    q.set_defaults(run=cmd_feedback)
+
+    p = sub.add_parser("report", help="accuracy on this centre's reviewed calls, per keyword, service and model",
+                       description="From dispatchers' feedback: per service and per keyword precision and recall, "
+                                   "false alarms per hour, time to the first correct route, and their trend per "
+                                   "model version.")
+    p.add_argument("--html", type=Path, metavar="FILE", help="write an HTML page with plots")
+    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    redis_args(p)
+    p.set_defaults(run=cmd_report)
+
+    p = sub.add_parser("audit", help="export the audit log (model decisions and dispatcher actions) as JSON lines",
+                       description="The audit log keeps every detection and route (with model version and "
+                                   "confidence) and every dispatcher action. `export` writes one file per UTC day.")
+    au = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = au.add_parser("export", help="DIR/audit-YYYY-MM-DD.jsonl for one day, or every finished day not yet exported",
+                      description="Write DIR/audit-YYYY-MM-DD.jsonl for --day (today included, as far as it went), "
+                                  "or for every finished UTC day that has no file yet.")
+    q.add_argument("dir", type=Path, metavar="DIR")
+    q.add_argument("--day", type=_date, help="YYYY-MM-DD (UTC)")
+    redis_args(q)
+    q.set_defaults(run=cmd_audit)
 
     p = sub.add_parser("dispatch", help="terminal dispatcher console for one service's queue",
                        description="Take the next call of a service's queue, then acknowledge or re-route it.")

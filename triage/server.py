@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import datetime
 import json
 import logging
 import math
@@ -40,7 +41,7 @@ from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from triage import protocol
+from triage import audit, protocol
 from triage.credentials import CredentialError, CredentialFile, Credentials, Identity
 from triage.engine import CallAudio, ScoringEngine, TickResult
 from triage.model import KeywordModel
@@ -79,6 +80,8 @@ class ServerConfig:
     record_dir: Path | None = None  # opt-in: keep each call's audio, events and feedback here (recording.py)
     retention_days: float = 30.0  # recordings older than this are deleted by the server
     retention_check_s: float = 3600.0
+    audit_dir: Path | None = None  # each finished UTC day of the audit log is exported here as JSON lines
+    audit_export_check_s: float = 3600.0
 
 
 @dataclass
@@ -184,7 +187,8 @@ class TriageServer:
                                    reuse_port=self.config.reuse_port, ssl=self._tls())
         self.config.port = self._server.sockets[0].getsockname()[1]
         loops = [self._scoring_loop(), self._outbox_loop(), self._reaper_loop(), self._fan_out_loop(),
-                 self._fan_in_loop()] + ([self._retention_loop()] if self.recordings else [])
+                 self._fan_in_loop()] + ([self._retention_loop()] if self.recordings else []) + (
+                    [self._audit_export_loop()] if self.config.audit_dir else [])
         for coro in loops:
             self._tasks.append(asyncio.create_task(coro))
 
@@ -546,6 +550,18 @@ class TriageServer:
                 log.error("retention: could not delete expired recordings in %s: %s", self.recordings.root, e)
                 self.metrics.inc("triage_errors_total", code="retention")
             await asyncio.sleep(self.config.retention_check_s)
+
+    async def _audit_export_loop(self) -> None:
+        while True:
+            try:
+                today = datetime.datetime.now(datetime.UTC).date()
+                for path, n in await audit.export_finished_days(self.store, self.config.audit_dir, today):
+                    log.info("audit log: %d entries exported to %s", n, path)
+            except (RedisError, OSError) as e:
+                log.error("audit log: daily export to %s failed, retried in %g s: %s", self.config.audit_dir,
+                          self.config.audit_export_check_s, e)
+                self.metrics.inc("triage_errors_total", code="audit_export")
+            await asyncio.sleep(self.config.audit_export_check_s)
 
     async def _on_detections(self, s: CallSession, dets: list[Detection]) -> None:
         s.detections += dets

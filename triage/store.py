@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from triage.feedback import ReviewedCall, reviewed_calls
 from triage.keywords import SERVICE_BY_NUMBER
 
 SERVICES = tuple(SERVICE_BY_NUMBER)
@@ -175,12 +176,33 @@ class RouteStore:
                                    "at": f"{time.time():.3f}", "event": text})
         await pipe.execute()
 
-    async def audit_entries(self, start: str = "-", end: str = "+", count: int = 10_000) -> list[tuple[str, dict]]:
-        """Audit entries between two stream ids (inclusive), oldest first, at most `count`."""
-        return await self.redis.xrange(self.audit_key, start, end, count=count)
+    async def _entries(self, key: str, start: str = "-", end: str = "+", page: int = 5_000):
+        """Every entry of a stream between two ids (inclusive), oldest first, read a page at a time."""
+        while True:
+            got = await self.redis.xrange(key, start, end, count=page)
+            for entry in got:
+                yield entry
+            if len(got) < page:
+                return
+            start = "(" + got[-1][0]
 
-    async def feedback_entries(self, start: str = "-", count: int = 10_000) -> list[tuple[str, dict]]:
-        return await self.redis.xrange(self.feedback_key, start, "+", count=count)
+    async def audit_entries(self, start: str = "-", end: str = "+") -> list[tuple[str, dict]]:
+        return [e async for e in self._entries(self.audit_key, start, end)]
+
+    async def feedback_entries(self) -> list[tuple[str, dict]]:
+        return [e async for e in self._entries(self.feedback_key)]
+
+    async def reviews(self) -> list[ReviewedCall]:
+        """Every call a dispatcher gave feedback on, with the model's detections and routes from the audit log."""
+        feedback = [f for _, f in await self.feedback_entries()]
+        ids = list(dict.fromkeys(f["call_id"] for f in feedback))
+        wanted = set(ids)
+        audit = [a async for _, a in self._entries(self.audit_key) if a.get("call_id") in wanted]
+        pipe = self.redis.pipeline(transaction=False)
+        for call_id in ids:
+            pipe.hget(self.call_key(call_id), "duration")
+        durations = {c: float(d) for c, d in zip(ids, await pipe.execute(), strict=True) if d}
+        return reviewed_calls(feedback, audit, durations)
 
     async def fan_out(self, messages: list[str]) -> None:
         pipe = self.redis.pipeline(transaction=False)
