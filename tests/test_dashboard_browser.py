@@ -183,3 +183,51 @@ def test_dashboard_over_tls_with_a_self_signed_certificate(loud_model_path, tmp_
             page.goto(f"https://127.0.0.1:{port}/")
             expect(page.locator("#status")).to_have_text("connecté")  # the feed over wss://
             browser.close()
+
+
+def test_dispatcher_hears_the_evidence_confirms_and_reports_a_missed_keyword(loud_model_path, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    with EmbeddedRedis(tmp_path / "redis") as r, ServerThread(loud_model_path, r.url,
+                                                               record_dir=tmp_path / "rec") as st:
+        port = st.server.config.port
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required"])
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.goto(f"http://127.0.0.1:{port}/")
+            expect(page.locator("#status")).to_have_text("connecté")
+            expect(page.locator(".advice")).to_contain_text("suggestions")
+            page.fill("#dispatcher", "bob")
+            page.locator("#dispatcher").dispatch_event("change")
+
+            async def call():
+                ws, _ = await start_call(f"ws://127.0.0.1:{port}/call", "heard-1")
+                audio = np.concatenate([silence(1.0, 8000), tone(0.9, rate=8000), silence(1.0, 8000)])
+                await send_audio(ws, mulaw_frames(audio), pace=0.002)
+                await ws.send(json.dumps({"type": "stop"}))
+                await collect(ws, "summary")
+                await ws.close()
+            st.run(call())
+
+            card = page.locator('[data-cards="18"] .card[data-call="heard-1"]')
+            expect(card.locator(".rec-flag")).to_be_visible(timeout=10_000)
+            with page.expect_response(lambda resp: "/recordings/heard-1/clip" in resp.url) as got:
+                card.locator(".heard .listen").first.click()
+            clip = got.value
+            assert clip.status == 200 and clip.headers["content-type"] == "audio/wav"
+            assert int(clip.headers["content-length"]) > 8000  # 2.4 s of PCM16 at 8 kHz
+            card.locator(".confirm").click()
+            expect(card.locator(".confirm")).to_have_text("Confirmé (bob)")
+            card.locator(".missed-keyword").select_option("gaz")
+            card.locator(".missed-time").fill("0:02,5")
+            card.locator(".missed button").click()
+            expect(page.locator("#notice")).to_have_text("Action enregistrée.")
+            page.screenshot(path=str(tmp_path / "feedback.png"))
+            browser.close()
+        db = redis.Redis.from_url(r.url, decode_responses=True)
+        fb = [f for _, f in db.xrange("triage:feedback")]
+        assert [(f["action"], f["dispatcher"], f.get("keyword"), f.get("said_at")) for f in fb] == [
+            ("confirm", "bob", None, None), ("missed", "bob", "gaz", "2.5")]

@@ -8,8 +8,10 @@ const KEYWORD_SERVICE = {
   "violences": 17, "agression": 17, "vol": 17, "cambriolage": 17,
   "incendie": 18, "gaz": 18, "effondrement": 18, "électrocution": 18,
 };
-const calls = new Map();   // call_id → {metadata, detections, duration, level, live, wrong:Set}
-const cards = new Map();   // `${service}:${call_id}` → {el, state, claimed_by}
+const calls = new Map();   // call_id → {metadata, detections, duration, level, live, recorded, wrong:Set}
+const cards = new Map();   // `${service}:${call_id}` → {el, state, claimed_by, confirmed_by}
+// Played around a detection: the keyword ends before the detection fires, so mostly before it.
+const HEAR_BEFORE_S = 3, HEAR_AFTER_S = 1;
 let socket = null;
 let retry = 500;
 
@@ -23,7 +25,7 @@ let credential = sessionStorage.getItem("triage.token");
 
 function call(id) {
   if (!calls.has(id)) calls.set(id, { metadata: {}, detections: [], duration: 0, level: -100, live: false,
-                                      wrong: new Set() });
+                                      recorded: false, wrong: new Set() });
   return calls.get(id);
 }
 
@@ -48,6 +50,27 @@ function send(action) {
   socket.send(JSON.stringify({ ...action, dispatcher: who }));
 }
 
+// "1:05", "65" or "65.5" → seconds; null if it is none of these.
+function parseCallTime(text) {
+  const m = /^\s*(?:(\d+):)?(\d+(?:[.,]\d+)?)\s*$/.exec(text);
+  if (!m) return null;
+  return (m[1] ? Number(m[1]) * 60 : 0) + Number(m[2].replace(",", "."));
+}
+
+async function hear(id, time) {
+  const start = Math.max(0, time - HEAR_BEFORE_S);
+  try {
+    const r = await fetch(`/recordings/${encodeURIComponent(id)}/clip?start=${start.toFixed(2)}&end=${(time + HEAR_AFTER_S).toFixed(2)}`,
+                          credential ? { headers: { Authorization: `Bearer ${credential}` } } : {});
+    if (!r.ok) { notice(`Écoute impossible : ${(await r.text()).trim()}`); return; }
+    const audio = new Audio(URL.createObjectURL(await r.blob()));
+    audio.addEventListener("ended", () => URL.revokeObjectURL(audio.src));
+    await audio.play();
+  } catch (e) {
+    notice(`Écoute impossible : ${e}`);
+  }
+}
+
 function ensureCard(service, id, entry = {}) {
   const key = `${service}:${id}`;
   if (cards.has(key)) return cards.get(key);
@@ -61,8 +84,20 @@ function ensureCard(service, id, entry = {}) {
     e.target.value = "";
     if (to && to !== service) send({ type: "reroute", call_id: id, service, to_service: to });
   });
+  $(".confirm", el).addEventListener("click", () => send({ type: "confirm", call_id: id, service }));
+  $(".missed", el).addEventListener("submit", (e) => {
+    e.preventDefault();
+    const keyword = $(".missed-keyword", el).value;
+    const time = parseCallTime($(".missed-time", el).value);
+    if (!keyword) { notice("Choisissez le mot-clé que le modèle a manqué."); return; }
+    if (time === null) { notice("Indiquez vers quel moment de l'appel il a été dit (m:ss)."); return; }
+    send({ type: "missed", call_id: id, service, keyword, time });
+    $(".missed-keyword", el).value = "";
+    $(".missed-time", el).value = "";
+  });
   $(`[data-cards="${service}"]`).appendChild(el);
-  const card = { el, state: entry.state || "waiting", claimed_by: entry.claimed_by || null };
+  const card = { el, state: entry.state || "waiting", claimed_by: entry.claimed_by || null,
+                 confirmed_by: entry.confirmed_by || null };
   cards.set(key, card);
   render(service, id);
   counts();
@@ -93,6 +128,9 @@ function render(service, id) {
   el.classList.toggle("claimed", card.state === "claimed");
   el.classList.toggle("mine", Boolean(mine));
   el.classList.toggle("ended", !c.live);
+  el.classList.toggle("confirmed", Boolean(card.confirmed_by));
+  $(".confirm", el).textContent = card.confirmed_by ? `Confirmé (${card.confirmed_by})` : "Confirmer";
+  $(".rec-flag", el).hidden = !c.recorded;
   $(".duration", el).textContent = fmtTime(c.duration);
   $(".live-flag", el).textContent = c.live ? "en ligne" : "terminé";
   const level = c.live ? Math.max(0, Math.min(100, (c.level + 60) * 100 / 60)) : 0;
@@ -121,6 +159,14 @@ function render(service, id) {
     b.textContent = "Erreur";
     b.title = "Ce mot n'a pas été dit";
     b.addEventListener("click", () => send({ type: "wrong", call_id: id, service, keyword: d.keyword, time: d.time }));
+    if (c.recorded) {
+      const play = document.createElement("button");
+      play.className = "listen";
+      play.textContent = "Écouter";
+      play.title = "Écouter les secondes autour de cette détection";
+      play.addEventListener("click", () => hear(id, d.time));
+      li.appendChild(play);
+    }
     li.appendChild(b);
     return li;
   }));
@@ -134,7 +180,7 @@ function onEvent(ev) {
       for (const key of [...cards.keys()]) { const [s, id] = key.split(":"); removeCard(Number(s), id); }
       for (const [id, live] of Object.entries(ev.live || {})) {
         Object.assign(call(id), { metadata: live.metadata, detections: live.detections, duration: live.duration,
-                                  live: true });
+                                  live: true, recorded: Boolean(live.recorded) });
       }
       for (const [s, entries] of Object.entries(ev.queues || {})) {
         for (const e of entries) {
@@ -145,13 +191,14 @@ function onEvent(ev) {
               .map((x) => ({ ...x, service: KEYWORD_SERVICE[x.keyword] || Number(s) }));
           }
           c.live = c.live || e.call_state === "live";
+          c.recorded = c.recorded || Boolean(e.recorded);
           ensureCard(Number(s), e.call_id, e);
         }
       }
       if (!ev.redis) notice("Base de routage injoignable : les appels sont conservés et seront routés à son retour.");
       break;
     case "call_started":
-      Object.assign(call(ev.call_id), { metadata: ev.metadata || {}, live: true });
+      Object.assign(call(ev.call_id), { metadata: ev.metadata || {}, live: true, recorded: Boolean(ev.recorded) });
       break;
     case "detection":
       call(ev.call_id).detections.push(ev);
@@ -176,6 +223,7 @@ function onEvent(ev) {
     case "dispatch": {
       const card = cards.get(`${ev.service}:${ev.call_id}`);
       if (ev.action === "claim" && card) { card.state = "claimed"; card.claimed_by = ev.dispatcher; }
+      if (ev.action === "confirm" && card) card.confirmed_by = ev.dispatcher;
       if (ev.action === "ack" || ev.action === "reroute") removeCard(ev.service, ev.call_id);
       if (ev.action === "reroute" && ev.to_service) ensureCard(Number(ev.to_service), ev.call_id);
       renderCall(ev.call_id);
