@@ -33,6 +33,13 @@ async def run(config: ServerConfig, model: KeywordModel, redis_url: str | None, 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task] = set()
+
+    def reload() -> None:  # SIGHUP: the promoted model file is read again, live calls go on
+        task = asyncio.ensure_future(server.reload_model())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+    loop.add_signal_handler(signal.SIGHUP, reload)
     try:
         await server.start()
         if announce:
@@ -89,6 +96,9 @@ def _worker_main(config: ServerConfig, model_path: Path, redis_url: str, data_di
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() == 1:
         return
+    # A reload asked for while this worker is still loading must not kill it (SIGHUP's default): it is
+    # loading the newest model file anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         sys.exit(asyncio.run(run(config, KeywordModel(model_path), redis_url, data_dir, announce=False)))
     except RuntimeError as e:
@@ -114,6 +124,7 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
         config.port = free_port(config.host)
     ctx = mp.get_context("spawn")
     stopping = False
+    procs: list = []
 
     def start(i: int):
         p = ctx.Process(target=_worker_main, name=f"triage-worker-{i}", daemon=False,
@@ -126,8 +137,14 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
         nonlocal stopping
         stopping = True
 
+    def on_hangup(signum, frame):  # reload the model in every worker
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGHUP)
+
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    procs = [start(i) for i in range(workers)]
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hangup)
+    procs.extend(start(i) for i in range(workers))
     try:
         _wait_healthy(config, procs)
         _announce(config, model.path, workers)

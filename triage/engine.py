@@ -104,20 +104,34 @@ class ScoringEngine:
             if call_id in final:
                 out = np.concatenate([out, a.resampler.flush()])
             framed.append((a, a.spotter.frame(out)))
-        if framed:  # one FFT and one mel product for every call's new frames
-            mel = self.model.extractor.of_framed(np.concatenate([f for _, f in framed]))
+        # One FFT and one mel product for every call's new frames, and one model call for every due
+        # window: per model, since after a reload the calls that started before it keep the old one.
+        for model, group in _by_model(framed, lambda item: item[0].spotter.model).items():
+            mel = model.extractor.of_framed(np.concatenate([f for _, f in group]))
             start = 0
-            for a, f in framed:
+            for a, f in group:
                 a.spotter.place(mel[start: start + len(f)])
                 start += len(f)
         due = [(cid, a) for cid, a in calls if cid not in errors and a.spotter.due_windows]
         detections: dict[str, list[Detection]] = {}
         windows = 0
-        if due:
-            spotters = [a.spotter for _, a in due]
+        for model, group in _by_model(due, lambda item: item[1].spotter.model).items():
+            spotters = [a.spotter for _, a in group]
             counts, stacked = take_batch(spotters)
-            windows = len(stacked)
-            for (cid, _), dets in zip(due, accept_batch(spotters, counts, self.model.predict(stacked)), strict=True):
+            windows += len(stacked)
+            for (cid, _), dets in zip(group, accept_batch(spotters, counts, model.predict(stacked)), strict=True):
                 if dets:
                     detections[cid] = dets
         return TickResult(detections, errors, windows, seconds, frames, received)
+
+    def use_model(self, model: KeywordModel) -> None:
+        """Calls added from now on are scored by `model`; live calls finish with the model they began with
+        (a spotter's buffered frames and smoothing belong to its model)."""
+        self.model = model
+
+
+def _by_model(items: list, model_of) -> dict[KeywordModel, list]:
+    groups: dict[KeywordModel, list] = {}
+    for item in items:
+        groups.setdefault(model_of(item), []).append(item)
+    return groups

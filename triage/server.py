@@ -44,7 +44,7 @@ from websockets.exceptions import ConnectionClosed
 from triage import audit, protocol
 from triage.credentials import CredentialError, CredentialFile, Credentials, Identity
 from triage.engine import CallAudio, ScoringEngine, TickResult
-from triage.model import KeywordModel
+from triage.model import KeywordModel, ModelError
 from triage.protocol import ProtocolError, Start, Stop
 from triage.recording import CallInfo, RecordingError, Recordings
 from triage.router import CallRouter, RouteDecision
@@ -95,6 +95,7 @@ class CallSession:
     stored_services: set[int] = field(default_factory=set)
     disconnected_at: float | None = None
     ended: bool = False
+    model_version: str = ""  # the model that scores this call, from its start to its end
 
     @property
     def call_id(self) -> str:
@@ -208,6 +209,27 @@ class TriageServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
 
+    async def reload_model(self) -> bool:
+        """Load the model file again (SIGHUP): new calls use it, live calls end on the model they began
+        with, nothing pauses. A file that does not load is refused loudly and the current model stays."""
+        try:
+            model = await asyncio.to_thread(KeywordModel, self.model.path)
+        except ModelError as e:
+            log.error("model reload refused, still serving %s: %s", self.model.version, e)
+            self.metrics.inc("triage_errors_total", code="model_reload")
+            self._broadcast({"type": "warning", "code": "model_reload_failed",
+                             "message": f"model reload refused ({str(e)[:200]}); still serving {self.model.version}"})
+            return False
+        old, self.model = self.model, model
+        self.engine.use_model(model)
+        self.metrics.inc("triage_model_reloads_total")
+        log.warning("model reloaded: %s → %s (live calls finish on %s)", old.version, model.version, old.version)
+        ev = {"type": "model_reloaded", "call_id": "", "from": old.version, "to": model.version,
+              "live_calls_on_previous": len(self.sessions)}
+        self._persist(lambda: self.store.record_decision(ev, model.version))
+        self._broadcast(ev)
+        return True
+
     # -- HTTP side ---------------------------------------------------------------------------------
     def _tls(self):
         if not self.config.certfile:
@@ -251,6 +273,7 @@ class TriageServer:
             ok = self.redis_up
             return connection.respond(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE,
                                       json.dumps({"redis": self.redis_up, "model": str(self.model.path),
+                                                  "model_version": self.model.version,
                                                   "live_calls": len(self.sessions),
                                                   "instance": self.config.instance,
                                                   "pid": os.getpid()}) + "\n")
@@ -416,7 +439,8 @@ class TriageServer:
             self.metrics.inc("triage_resumes_total")
             self._broadcast({"type": "call_resumed", "call_id": msg.call_id})
             return existing, True
-        session = CallSession(msg, self.engine.add(msg.call_id, msg.sample_rate, msg.encoding), CallRouter(), ws)
+        session = CallSession(msg, self.engine.add(msg.call_id, msg.sample_rate, msg.encoding), CallRouter(), ws,
+                              model_version=self.model.version)
         # A call this service routed before a restart keeps its routes: none is added twice.
         if msg.id_given and self.redis_up:
             with contextlib.suppress(RedisError, OSError):
@@ -425,11 +449,11 @@ class TriageServer:
         self.metrics.inc("triage_calls_total")
         now = time.time()
         started = {"state": "live", "started_at": f"{now:.3f}", "sample_rate": msg.sample_rate,
-                   "encoding": msg.encoding, "metadata": msg.metadata, "model": self.model.version}
+                   "encoding": msg.encoding, "metadata": msg.metadata, "model": session.model_version}
         if self.recordings is not None:
             try:
                 self.recordings.open(CallInfo(msg.call_id, msg.sample_rate, msg.encoding, now, msg.metadata,
-                                              self.model.version), offset=session.audio.samples_in)
+                                              session.model_version), offset=session.audio.samples_in)
                 started["recorded"] = "1"
             except (OSError, RuntimeError) as e:
                 self._recording_failed(msg.call_id, e)
@@ -571,7 +595,7 @@ class TriageServer:
             self._record_event(s.call_id, ev)
             await self._to_caller(s, ev)
             self._broadcast(ev)
-            self._persist(lambda ev=ev: self.store.record_decision(ev, self.model.version))
+            self._persist(lambda ev=ev: self.store.record_decision(ev, s.model_version))
         decision = s.router.update(dets)
         if decision is not None:
             await self._on_route(s, decision)
@@ -591,7 +615,7 @@ class TriageServer:
         self._persist(lambda: self.store.save_call(s.call_id, {
             "services": list(decision.services), "route_keywords": json.dumps(decision.keywords),
             "route_evidence": json.dumps(decision.to_dict()["evidence"], ensure_ascii=False)}))
-        self._persist(lambda: self.store.record_decision(ev, self.model.version))
+        self._persist(lambda: self.store.record_decision(ev, s.model_version))
         self._record_event(s.call_id, ev)
         # The caller hears of a route once it is in Redis; if Redis is down it hears "stored": false now
         # and "route_stored" when the outbox gets it there.
