@@ -387,6 +387,34 @@ def cmd_audit(args) -> int:
     return 0
 
 
+def cmd_adapt(args) -> int:
+    from triage import adapt
+
+    model = _load_model(args)
+    try:
+        a = adapt.adapt(args.dataset, model, args.out, held_out=args.held_out, seed=args.seed,
+                        reference=None if args.no_reference else (args.reference or adapt.REFERENCE), l2=args.l2,
+                        shuffle_labels=args.shuffle_labels, progress=_err)
+    except (adapt.AdaptError, ValueError, AudioError) as e:
+        _err(str(e))
+        return 2
+    print(json.dumps({"model": str(a.model_path), "card": str(a.card_path), "held_out": a.held_out.__dict__,
+                      "reference": a.reference.__dict__ if a.reference else None, "refusals": a.refusals,
+                      "thresholds": {k: v["threshold"] for k, v in a.thresholds.items()}}, ensure_ascii=False))
+    for reason in a.refusals:
+        _err(f"refused: {reason}")
+    if a.refusals:
+        _err(f"{a.model_path} is kept for inspection ({a.card_path}) but must not be served")
+        return 1
+    if args.promote:
+        target = adapt.promote(a, model.path)
+        _err(f"promoted to {target} (the previous model kept as {target.with_suffix('.previous.onnx').name}); "
+             f"a running `triage serve` loads it on SIGHUP: kill -HUP <pid of triage serve>")
+    else:
+        _err(f"accepted: {a.model_path}; serve it with --model, or run again with --promote")
+    return 0
+
+
 def cmd_dispatch(args) -> int:
     import asyncio
 
@@ -565,6 +593,28 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--day", type=_date, help="YYYY-MM-DD (UTC)")
     redis_args(q)
     q.set_defaults(run=cmd_audit)
+
+    p = sub.add_parser("adapt", help="fit the model to a centre's labelled calls; promote it only if not worse",
+                       description="Refit the keyword model's last layer on a centre's labelled calls (DATASET: "
+                                   "WAV calls + labels.jsonl, as `triage feedback export` writes), re-set its "
+                                   "thresholds there, and measure it against the shipped model on held-out calls "
+                                   "of DATASET and on the project's reference calls. Exit 0 when it is not worse "
+                                   "on either, 1 when refused (the reasons on stderr), 2 on bad input.")
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("--out", type=Path, default=Path("models") / "adapted",
+                   help="where the adapted model (ONNX + manifest + model card) is written (default: models/adapted)")
+    p.add_argument("--held-out", type=float, default=0.3, help="share of DATASET's calls kept out to measure (0.3)")
+    p.add_argument("--seed", type=int, default=0, help="of the held-out split")
+    p.add_argument("--reference", type=Path, default=None,
+                   help="labelled calls the adapted model must not do worse on (default: models/reference)")
+    p.add_argument("--no-reference", action="store_true", help="guard with DATASET's held-out calls only")
+    p.add_argument("--l2", type=float, default=0.05, help="pull toward the shipped weights (0.05)")
+    p.add_argument("--shuffle-labels", action="store_true",
+                   help="control run: labels given to the wrong calls; the result must be refused")
+    p.add_argument("--promote", action="store_true",
+                   help="when accepted, replace the --model files (the previous ones kept as .previous)")
+    model_arg(p)
+    p.set_defaults(run=cmd_adapt)
 
     p = sub.add_parser("dispatch", help="terminal dispatcher console for one service's queue",
                        description="Take the next call of a service's queue, then acknowledge or re-route it.")

@@ -122,14 +122,13 @@ class KeywordSpotter:
         """Posteriors for the windows of the last `take_due`, in order → the detections they trigger."""
         if len(posteriors) != len(self._taken):
             raise ValueError(f"expected {len(self._taken)} posterior rows, got {len(posteriors)}")
-        p = self._params
         out = []
         for (seen, _), post in zip(self._taken, posteriors, strict=True):
             self._recent.append(post)
             smooth = np.mean(self._recent, axis=0)
             self.last_posteriors = smooth
             self.windows_scored += 1
-            t = ((seen - 1) * p.hop_length + p.n_fft) / p.sample_rate
+            t = self._ends_at(seen)
             if self.trace is not None:
                 self.trace.append((t, smooth))
             for i, kw in self._keyword_index:
@@ -139,10 +138,26 @@ class KeywordSpotter:
         self._taken = []
         return out
 
+    def _ends_at(self, frames_seen: int) -> float:
+        """Call time at which the window completed by the `frames_seen`-th frame ends."""
+        p = self._params
+        return ((frames_seen - 1) * p.hop_length + p.n_fft) / p.sample_rate
+
     def feed(self, samples: np.ndarray) -> list[Detection]:
         """Push and score this call alone (use `score_batch` to score many calls in one model call)."""
         self.push(samples)
         return score_batch(self.model, [self])[0]
+
+
+def call_windows(model: KeywordModel, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every window the spotter scores in a whole call (16 kHz samples), and the call time each ends at."""
+    s = KeywordSpotter(model)
+    s.push(samples)
+    times = np.array([s._ends_at(seen) for seen, _ in s._due], dtype=np.float64)
+    p = model.features
+    windows = (np.stack([w for _, w in s._due]) if s._due
+               else np.zeros((0, p.window_frames, p.n_mels), dtype=np.float32))
+    return times, windows
 
 
 def take_batch(spotters: Sequence[KeywordSpotter]) -> tuple[list[int], np.ndarray | None]:

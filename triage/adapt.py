@@ -1,0 +1,414 @@
+"""`triage adapt DATASET`: the shipped keyword model fitted to a dispatch centre's own labelled calls.
+
+DATASET is what `triage feedback export` writes (WAV calls + labels.jsonl), or any directory in that form.
+
+A centre has few examples (from about five per keyword), so only the model's last layer is refitted:
+the softmax over the 96-dimensional embedding the convolutional body computes. The body was trained on
+about 100 000 windows; refitting its 12 million multiply-adds on fifty would learn those fifty, not the
+centre's callers. The head starts from the shipped weights and is pulled back toward them (L2), so
+what the centre's calls do not speak to stays as it was.
+
+  1. split the calls into an adaptation part and a held-out part (by call, seeded);
+  2. cut windows on the spotter's 100 ms grid from the adaptation calls: a window is a keyword when a
+     labelled keyword lies inside it; an approximate label (a dispatcher's "missed, at about 1:05",
+     ±1 s) is placed where the shipped model's posterior for that keyword peaks in its span; windows
+     away from every label are keyword-free; the rest are left out;
+  3. refit the head, class-balanced, by full-batch Adam (numpy: no TensorFlow at a dispatch centre);
+  4. per keyword, the threshold with the highest recall and no false alarm on the adaptation calls;
+  5. measure the shipped and the adapted model with the live core (`replay`) on the held-out calls and
+     on the project's reference calls (models/reference); refuse to promote when the adapted one is
+     worse on either, and say where.
+
+Everything but reading files and writing the model is pure and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from triage.audio import read_wav_16k
+from triage.keywords import KEYWORD_SERVICE, SILENCE, UNKNOWN
+from triage.model import KeywordModel, manifest_path_for
+from triage.replay import CallLabel, load_labels, replay_samples, score
+from triage.spotter import Trigger, call_windows
+
+REFERENCE = Path(__file__).resolve().parents[1] / "models" / "reference"
+THRESHOLD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99, 0.994, 0.998, 0.999)
+INSIDE_SLACK_S = 0.05  # a keyword "inside" a window may overhang it by this much (label precision)
+CLEAR_OF_LABELS_S = 0.3  # a keyword-free window keeps this far from every labelled keyword
+
+
+class AdaptError(RuntimeError):
+    """Adaptation cannot run on this dataset; the message says what is missing."""
+
+
+# --- the model's last layer ---------------------------------------------------------------------------
+
+@dataclass
+class Head:
+    """Softmax(embedding @ weights + bias), and where these live in the ONNX graph."""
+    weights: np.ndarray  # (embedding, classes)
+    bias: np.ndarray  # (classes,)
+    embedding_name: str
+    weights_name: str
+    bias_name: str
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        z = embeddings @ self.weights + self.bias
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def read_head(onnx_path: Path):
+    """The graph (onnx ModelProto) and its final Softmax(MatMul + Add) head."""
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(onnx_path))
+    g = proto.graph
+    producer = {o: n for n in g.node for o in n.output}
+    inits = {i.name: i for i in g.initializer}
+    softmax = producer.get(g.output[0].name)
+    add = producer.get(softmax.input[0]) if softmax is not None and softmax.op_type == "Softmax" else None
+    if add is None or add.op_type != "Add":
+        raise AdaptError(f"{onnx_path}: the output is not Softmax(MatMul + bias); only such a head can be adapted")
+    matmul_in = next((x for x in add.input if x in producer and producer[x].op_type == "MatMul"), None)
+    bias = next((x for x in add.input if x in inits), None)
+    if matmul_in is None or bias is None:
+        raise AdaptError(f"{onnx_path}: the final Add is not MatMul + a constant bias")
+    mm = producer[matmul_in]
+    emb, weights = (mm.input[0], mm.input[1]) if mm.input[1] in inits else (mm.input[1], mm.input[0])
+    head = Head(numpy_helper.to_array(inits[weights]).astype(np.float64),
+                numpy_helper.to_array(inits[bias]).astype(np.float64), emb, weights, bias)
+    return proto, head
+
+
+def embedder(proto, head: Head):
+    """windows (N, frames, mels) → embeddings (N, D), by the model's own body in onnxruntime."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(proto)
+    probe.graph.output.append(onnx.helper.make_tensor_value_info(head.embedding_name, onnx.TensorProto.FLOAT,
+                                                                 None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+
+    def embed(windows: np.ndarray) -> np.ndarray:
+        if len(windows) == 0:
+            return np.zeros((0, head.weights.shape[0]))
+        return np.concatenate([session.run([head.embedding_name], {name: windows[i: i + 64, ..., None]})[0]
+                               for i in range(0, len(windows), 64)]).astype(np.float64)
+    return embed
+
+
+def write_model(proto, head: Head, weights: np.ndarray, bias: np.ndarray, path: Path) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    for init in out.graph.initializer:
+        if init.name == head.weights_name:
+            init.CopyFrom(numpy_helper.from_array(weights.astype(np.float32), head.weights_name))
+        elif init.name == head.bias_name:
+            init.CopyFrom(numpy_helper.from_array(bias.astype(np.float32), head.bias_name))
+    onnx.save(out, str(path))
+
+
+# --- windows from labelled calls -------------------------------------------------------------------------
+
+@dataclass
+class CallWindows:
+    file: str
+    times: np.ndarray  # (N,) call time each window ends at
+    posteriors: np.ndarray  # (N, classes) of the shipped model, raw
+    embeddings: np.ndarray  # (N, D)
+    label: CallLabel
+
+
+def label_windows(cw: CallWindows, classes: tuple[str, ...], window_s: float) -> np.ndarray:
+    """Class index per window, -1 where the window is left out (part of a keyword, or near one)."""
+    n = len(cw.times)
+    y = np.full(n, -1, dtype=np.int64)
+    near = np.zeros(n, dtype=bool)
+    starts = cw.times - window_s
+    for k in cw.label.keywords:
+        near |= (cw.times > k.start - CLEAR_OF_LABELS_S) & (starts < k.end + CLEAR_OF_LABELS_S)
+    silence, unknown = classes.index(SILENCE), classes.index(UNKNOWN)
+    free = ~near
+    y[free] = np.where(cw.posteriors[free].argmax(axis=1) == silence, silence, unknown)
+    for k in cw.label.keywords:
+        c = classes.index(k.keyword)
+        if k.end - k.start <= window_s + 2 * INSIDE_SLACK_S:  # timed: every window holding the word
+            inside = (starts <= k.start + INSIDE_SLACK_S) & (cw.times >= k.end - INSIDE_SLACK_S)
+            y[inside] = c
+        else:  # approximate: where the shipped model heard that keyword best in the span, and beside it
+            span = np.nonzero((starts >= k.start - INSIDE_SLACK_S) & (cw.times <= k.end + INSIDE_SLACK_S))[0]
+            if len(span):
+                best = span[np.argmax(cw.posteriors[span, c])]
+                y[max(0, best - 1): best + 2] = c
+    return y
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, head: Head, l2: float = 0.05, steps: int = 400,
+             lr: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced cross-entropy + l2 * |θ − θ_shipped|², full-batch Adam from the shipped weights."""
+    w0, b0 = head.weights, head.bias
+    w, b = w0.copy(), b0.copy()
+    n_classes = w.shape[1]
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    sample_w = (1.0 / np.maximum(counts, 1))[y]
+    sample_w /= sample_w.sum()
+    onehot = np.eye(n_classes)[y]
+    m = [np.zeros_like(w), np.zeros_like(b)]
+    v = [np.zeros_like(w), np.zeros_like(b)]
+    for t in range(1, steps + 1):
+        z = x @ w + b
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        g = (p - onehot) * sample_w[:, None]
+        grads = [x.T @ g + 2 * l2 * (w - w0), g.sum(axis=0) + 2 * l2 * (b - b0)]
+        for i, (param, grad) in enumerate(zip((w, b), grads, strict=True)):
+            m[i] = 0.9 * m[i] + 0.1 * grad
+            v[i] = 0.999 * v[i] + 0.001 * grad ** 2
+            param -= lr * (m[i] / (1 - 0.9 ** t)) / (np.sqrt(v[i] / (1 - 0.999 ** t)) + 1e-8)
+    return w, b
+
+
+# --- thresholds ----------------------------------------------------------------------------------------
+
+def smooth(posteriors: np.ndarray, n: int) -> np.ndarray:
+    """The spotter's smoothing: the mean of the last `n` windows' posteriors (fewer at the start)."""
+    c = np.cumsum(np.vstack([np.zeros((1, posteriors.shape[1])), posteriors]), axis=0)
+    idx = np.arange(1, len(posteriors) + 1)
+    lo = np.maximum(0, idx - n)
+    return (c[idx] - c[lo]) / (idx - lo)[:, None]
+
+
+def fires(times: np.ndarray, scores: np.ndarray, threshold: float, refractory_s: float) -> list[float]:
+    """When one keyword's detections fire, by the live Trigger itself."""
+    trig = Trigger(threshold, refractory_s)
+    return [float(t) for t, s in zip(times, scores, strict=True) if trig.step(float(t), float(s))]
+
+
+def calibrate(calls: list[tuple[np.ndarray, np.ndarray, CallLabel]], classes: tuple[str, ...], smoothing: int,
+              refractory_s: float, match_after_s: float, fallback: dict[str, float]) -> dict[str, dict]:
+    """Per keyword, over (times, smoothed posteriors, label) of calls: the grid threshold with the highest
+    recall and no false alarm of that keyword; the highest such threshold on ties. A keyword the calls never
+    say keeps `fallback` (the shipped threshold) unless that would fire falsely."""
+    out = {}
+    for kw in (c for c in classes if c in KEYWORD_SERVICE):
+        i = classes.index(kw)
+        best = None
+        for thr in THRESHOLD_GRID:
+            hits = said = false = 0
+            for times, post, label in calls:
+                spans = [(k.start, k.end + match_after_s) for k in label.keywords if k.keyword == kw]
+                said += len(spans)
+                fired = fires(times, post[:, i], thr, refractory_s)
+                hits += sum(any(a <= t <= b for t in fired) for a, b in spans)
+                false += sum(not any(a <= t <= b for a, b in spans) for t in fired)
+            if false == 0 and (best is None or hits >= best[1]):
+                best = (thr, hits, said)
+        if best is None:
+            best = (THRESHOLD_GRID[-1], 0, 0)
+        thr, hits, said = best
+        if said == 0:
+            thr = max(fallback[kw], thr)
+        out[kw] = {"threshold": thr, "said": said, "detected": hits}
+    return out
+
+
+# --- the whole adaptation ----------------------------------------------------------------------------------
+
+@dataclass
+class Evaluation:
+    shipped: dict
+    adapted: dict
+
+    def worse(self) -> list[str]:
+        """What the adapted model does worse than the shipped one (empty: not worse)."""
+        s, a = self.shipped, self.adapted
+        reasons = []
+        if a["calls"] and a["route_exact_match"] < s["route_exact_match"]:
+            reasons.append(f"route exact match {a['route_exact_match']:.3f} < {s['route_exact_match']:.3f}")
+        if a["keywords"] and a["keyword_recall"] < s["keyword_recall"]:
+            reasons.append(f"keyword recall {a['keyword_recall']:.3f} < {s['keyword_recall']:.3f}")
+        if a["false_alarms"] > s["false_alarms"]:
+            reasons.append(f"false alarms {a['false_alarms']} > {s['false_alarms']}")
+        return reasons
+
+
+@dataclass
+class Adaptation:
+    model_path: Path
+    manifest: dict
+    card_path: Path
+    held_out: Evaluation
+    reference: Evaluation | None
+    windows: dict[str, int]
+    thresholds: dict[str, dict]
+    adaptation_calls: list[str] = field(default_factory=list)
+    held_out_calls: list[str] = field(default_factory=list)
+
+    @property
+    def refusals(self) -> list[str]:
+        out = [f"held-out calls of the dataset: {r}" for r in self.held_out.worse()]
+        if self.held_out.adapted["calls"] == 0:
+            out.append("no held-out call to measure the adapted model on")
+        if self.reference is not None:
+            out += [f"the project's reference calls: {r}" for r in self.reference.worse()]
+        return out
+
+
+def split(files: list[str], held_out: float, seed: int) -> tuple[list[str], list[str]]:
+    """Calls → (adaptation, held out), by a seeded hash of the file name: stable as the dataset grows."""
+    def key(f: str) -> float:
+        return int(hashlib.sha256(f"{seed}:{f}".encode()).hexdigest()[:12], 16) / 16 ** 12
+    held = sorted(f for f in files if key(f) < held_out)
+    return sorted(set(files) - set(held)), held
+
+
+def measure(model: KeywordModel, directory: Path, labels: dict[str, CallLabel], files: list[str]) -> dict:
+    results = [replay_samples(model, read_wav_16k(directory / f), f) for f in files]
+    return score(results, labels).summary()
+
+
+def adapt(dataset: Path, model: KeywordModel, out_dir: Path, held_out: float = 0.3, seed: int = 0,
+          reference: Path | None = REFERENCE, l2: float = 0.05, steps: int = 400, shuffle_labels: bool = False,
+          progress=lambda msg: None) -> Adaptation:
+    """Fit, calibrate, export and measure; nothing is promoted here (see `promote`). `reference`: labelled
+    calls the adapted model must not do worse on (None: the dataset's held-out calls only)."""
+    if reference is not None and not (reference / "labels.jsonl").is_file():
+        raise AdaptError(f"{reference}: no reference calls (labels.jsonl); give --reference DIR, or --no-reference "
+                         "to guard with the dataset's held-out calls only")
+    label_file = dataset / "labels.jsonl"
+    if not label_file.is_file():
+        raise AdaptError(f"{dataset}: no labels.jsonl (make one with `triage feedback export`)")
+    labels = load_labels(label_file)
+    files = [f for f in sorted(labels) if (dataset / f).is_file()]
+    missing = sorted(set(labels) - set(files))
+    if missing:
+        raise AdaptError(f"{dataset}: labels.jsonl names {len(missing)} files that are not there, e.g. {missing[0]}")
+    adapt_files, held_files = split(files, held_out, seed)
+    if shuffle_labels:  # a control: the same keywords and times, given to the wrong calls
+        rng = np.random.default_rng(seed)
+        perm = rng.permutation(len(adapt_files))
+        moved = [labels[adapt_files[j]] for j in perm]
+        labels = {**labels, **{f: CallLabel(f, lbl.services, lbl.keywords)
+                               for f, lbl in zip(adapt_files, moved, strict=True)}}
+    said = {k.keyword for f in adapt_files for k in labels[f].keywords}
+    if not said:
+        raise AdaptError(f"{dataset}: the adaptation part ({len(adapt_files)} calls) has no labelled keyword")
+
+    proto, head = read_head(model.path)
+    embed = embedder(proto, head)
+    classes, p = model.classes, model.features
+    window_s = p.window_samples / p.sample_rate
+    progress(f"windows from {len(adapt_files)} adaptation calls")
+    cws = []
+    for f in adapt_files:
+        times, windows = call_windows(model, read_wav_16k(dataset / f))
+        cws.append(CallWindows(f, times, model.predict(windows).astype(np.float64), embed(windows), labels[f]))
+    ys = [label_windows(cw, classes, window_s) for cw in cws]
+    x = np.concatenate([cw.embeddings[y >= 0] for cw, y in zip(cws, ys, strict=True)])
+    y = np.concatenate([y[y >= 0] for y in ys])
+    counts = {c: int((y == i).sum()) for i, c in enumerate(classes)}
+    progress(f"refitting the head on {len(y)} windows ({sum(v for k, v in counts.items() if k in KEYWORD_SERVICE)} "
+             f"of keywords)")
+    w, b = fit_head(x, y, head, l2=l2, steps=steps)
+
+    adapted_head = Head(w, b, head.embedding_name, head.weights_name, head.bias_name)
+    streaming = model.streaming
+    calls = [(cw.times, smooth(adapted_head.probabilities(cw.embeddings), streaming.smoothing), cw.label) for cw in cws]
+    from triage.replay import MATCH_AFTER_END_S
+
+    thresholds = calibrate(calls, classes, streaming.smoothing, streaming.refractory_s, MATCH_AFTER_END_S,
+                           model.thresholds)
+
+    digest = hashlib.sha256(w.astype(np.float32).tobytes() + b.astype(np.float32).tobytes()).hexdigest()[:8]
+    stamp = time.strftime("%Y%m%d", time.gmtime())
+    name = f"{model.manifest.get('name', 'kws12').split('+')[0]}+{dataset.name}-{stamp}-{digest}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{name}.onnx"
+    write_model(proto, head, w, b, path)
+    manifest = {**model.manifest, "name": name,
+                "thresholds": {k: v["threshold"] for k, v in thresholds.items()},
+                "adaptation": {"parent": model.version, "dataset": str(dataset), "adaptation_calls": adapt_files,
+                               "held_out_calls": held_files, "windows": counts, "l2": l2, "steps": steps,
+                               "seed": seed, "shuffled_labels": shuffle_labels, "thresholds": thresholds}}
+    manifest_path_for(path).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    adapted = KeywordModel(path)
+
+    progress(f"measuring on {len(held_files)} held-out calls")
+    held = Evaluation(measure(model, dataset, labels, held_files), measure(adapted, dataset, labels, held_files))
+    ref = None
+    if reference is not None:
+        ref_labels = load_labels(reference / "labels.jsonl")
+        ref_files = [f for f in sorted(ref_labels) if (reference / f).is_file()]
+        progress(f"measuring on {len(ref_files)} reference calls")
+        ref = Evaluation(measure(model, reference, ref_labels, ref_files),
+                         measure(adapted, reference, ref_labels, ref_files))
+    result = Adaptation(path, manifest, path.with_suffix(".md"), held, ref, counts, thresholds, adapt_files,
+                        held_files)
+    manifest["adaptation"].update({"held_out": held.__dict__, "reference": ref.__dict__ if ref else None,
+                                   "refusals": result.refusals})
+    manifest_path_for(path).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    result.card_path.write_text(model_card(result, model), encoding="utf-8")
+    return result
+
+
+def model_card(a: Adaptation, parent: KeywordModel) -> str:
+    def row(name, ev: Evaluation | None):
+        if ev is None:
+            return f"| {name} | – | – | – | – |\n"
+        s, d = ev.shipped, ev.adapted
+        fmt = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
+        return (f"| {name} ({d['calls']} calls, {d['keywords']} keywords) | {fmt(s['keyword_recall'])} → "
+                f"{fmt(d['keyword_recall'])} | {fmt(s['route_exact_match'])} → {fmt(d['route_exact_match'])} | "
+                f"{s['false_alarms']} → {d['false_alarms']} | {fmt(s['false_alarms_per_hour'])} → "
+                f"{fmt(d['false_alarms_per_hour'])} |\n")
+    verdict = ("**Refused**: " + "; ".join(a.refusals)) if a.refusals else "**Accepted**: not worse anywhere measured"
+    thr = "".join(f"| {k} | {parent.thresholds[k]:g} | {v['threshold']:g} | {v['detected']}/{v['said']} |\n"
+                  for k, v in a.thresholds.items())
+    return (f"# {a.manifest['name']}\n\nAdapted from `{parent.version}` by `triage adapt` on "
+            f"{len(a.adaptation_calls)} calls of `{a.manifest['adaptation']['dataset']}`; its last layer only "
+            f"(see triage/adapt.py). {len(a.held_out_calls)} calls of the same dataset were held out.\n\n"
+            f"{verdict}\n\n| measured with the live core | keyword recall | route exact match | false alarms | "
+            f"false alarms / h |\n|---|---|---|---|---|\n{row('held-out calls', a.held_out)}"
+            f"{row('project reference calls', a.reference)}\n"
+            f"Training windows per class: {json.dumps(a.windows, ensure_ascii=False)}\n\n"
+            f"| keyword | shipped threshold | adapted threshold | detected/said on the adaptation calls |\n"
+            f"|---|---|---|---|\n{thr}")
+
+
+def promote(a: Adaptation, target: Path) -> Path:
+    """Copy the adapted model over the served one (the previous one kept beside it as .previous); the
+    server picks it up on SIGHUP. Raises AdaptError with the reasons when the model was refused."""
+    import shutil
+
+    if a.refusals:
+        raise AdaptError("not promoted: " + "; ".join(a.refusals))
+    for suffix in (".onnx", ".json", ".md"):
+        src, dst = a.model_path.with_suffix(suffix), target.with_suffix(suffix)
+        if dst.exists():
+            shutil.copy2(dst, dst.with_suffix(".previous" + suffix))
+    # manifest last: a reader that sees the new manifest also finds the new weights
+    for suffix in (".onnx", ".md", ".json"):
+        src, dst = a.model_path.with_suffix(suffix), target.with_suffix(suffix)
+        tmp = dst.with_suffix(suffix + ".tmp")
+        shutil.copy2(src, tmp)
+        tmp.replace(dst)
+    return target
