@@ -162,3 +162,28 @@ def test_the_server_enforces_retention_on_ended_calls_only(loud_model_path, redi
     left = live(loud_model_path, redis_server.url, scenario, record_dir=root, retention_days=30,
                 retention_check_s=0.1)
     assert left == ["live-now"]
+
+
+def test_a_recording_that_fails_is_said_once_and_the_call_is_still_routed(loud_model_path, redis_server, rdb,
+                                                                         tmp_path, caplog):
+    def disk_full(call_id, data):
+        raise OSError(28, "No space left on device")
+
+    async def scenario(server, base):
+        server.recordings.write = disk_full
+        async with connect(base + "/feed") as feed:
+            json.loads(await feed.recv())
+            ws, _ = await start_call(base + "/call", "full-1")
+            await send_audio(ws, mulaw_frames(FIRE_8K), pace=0.002)
+            await ws.send(json.dumps({"type": "stop"}))
+            summary = (await collect(ws, "summary"))[-1]
+            await ws.close()
+            seen = await collect(feed, "call_ended")
+        return summary, [e for e in seen if e["type"] == "warning"]
+
+    summary, warnings = live(loud_model_path, redis_server.url, scenario, record_dir=tmp_path / "rec")
+    assert summary["services"] == [18] and rdb.xlen("triage:queue:18") == 1
+    assert [(w["code"], w["call_id"]) for w in warnings] == [("recording_failed", "full-1")]
+    assert "No space left on device" in warnings[0]["message"]
+    assert [r.getMessage() for r in caplog.records if "recording of call" in r.getMessage()] == [
+        "recording of call full-1 failed, the call goes on unrecorded: [Errno 28] No space left on device"]
