@@ -111,8 +111,8 @@ def test_second_live_connection_with_the_same_id_is_refused(loud_model_path, red
         ws, _ = await start_call(base + "/call", "twice-1")
         await send_audio(ws, mulaw_frames(silence(0.2, 8000)))
         ws2, answer = await start_call(base + "/call", "twice-1")
-        with pytest.raises(ConnectionClosed):
-            await ws2.recv()
+        with pytest.raises(ConnectionClosed):  # (a hang here would be a takeover: the first line's pong came late)
+            await asyncio.wait_for(ws2.recv(), 10)
         await send_audio(ws, mulaw_frames(silence(0.2, 8000)))  # the first caller is untouched
         await ws.send(json.dumps({"type": "stop"}))
         summary = (await collect(ws, "summary"))[-1]

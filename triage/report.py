@@ -19,10 +19,12 @@ def _micro(block: dict) -> tuple[float | None, float | None]:
     return (cor / det if det else None), (cor / (cor + mis) if cor + mis else None)
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "–"
-    return f"{100 * v:.1f} %" if isinstance(v, float) and v <= 1 else html.escape(str(v))
+def _pct(v) -> str:
+    return "–" if v is None else f"{100 * v:.1f} %"
+
+
+def _num(v) -> str:
+    return "–" if v is None else f"{v:g}"
 
 
 def write_html(rep: dict, path: Path) -> Path:
@@ -44,7 +46,7 @@ def write_html(rep: dict, path: Path) -> Path:
         ax.bar(x + offset, [v if v is not None else 0 for v in vals], 0.4, label=key, hatch=hatch,
                color=[COLOURS[KEYWORD_SERVICE[k]] for k in kws], edgecolor="white", alpha=0.85)
     ax.set_xticks(x, [f"{k}\n({overall['per_keyword'][k]['correct'] + overall['per_keyword'][k]['missed']})"
-                      for k in kws], fontsize=8)
+                      for k in kws], fontsize=8, rotation=20)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("precision (plain) / recall (hatched)")
     ax.set_title("Per keyword, all reviewed calls (in brackets: keywords said)")
@@ -74,17 +76,17 @@ def write_html(rep: dict, path: Path) -> Path:
         imgs.append(f"<img src='{html.escape(file.name)}' alt='{name} plot'>")
 
     def service_rows(block):
-        return "".join(f"<tr><th>{s} {html.escape(SERVICE_BY_NUMBER[int(s)].name)}</th><td>{_fmt(v['precision'])}"
-                       f"</td><td>{_fmt(v['recall'])}</td><td>{v['routed']}</td><td>{v['true']}</td></tr>"
+        return "".join(f"<tr><th>{s} {html.escape(SERVICE_BY_NUMBER[int(s)].name)}</th><td>{_pct(v['precision'])}"
+                       f"</td><td>{_pct(v['recall'])}</td><td>{v['routed']}</td><td>{v['true']}</td></tr>"
                        for s, v in block["per_service"].items())
 
-    kw_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v['precision'])}</td><td>{_fmt(v['recall'])}</td>"
+    kw_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_pct(v['precision'])}</td><td>{_pct(v['recall'])}</td>"
                       f"<td>{v['correct']}</td><td>{v['wrong']}</td><td>{v['missed']}</td></tr>"
                       for k, v in overall["per_keyword"].items())
     model_rows = "".join(
         f"<tr><th><code>{html.escape(m)}</code></th><td>{b['calls']}</td><td>{b['hours']}</td>"
-        f"<td>{_fmt(_micro(b)[0])}</td><td>{_fmt(_micro(b)[1])}</td><td>{_fmt(b['route_exact_match'])}</td>"
-        f"<td>{_fmt(b['false_alarms_per_hour'])}</td><td>{_fmt(b['time_to_first_correct_route_s']['median'])}</td>"
+        f"<td>{_pct(_micro(b)[0])}</td><td>{_pct(_micro(b)[1])}</td><td>{_pct(b['route_exact_match'])}</td>"
+        f"<td>{_num(b['false_alarms_per_hour'])}</td><td>{_num(b['time_to_first_correct_route_s']['median'])}</td>"
         f"</tr>" for m, b in rep["models"].items())
     t = overall["time_to_first_correct_route_s"]
     page = f"""<!doctype html><meta charset="utf-8"><title>triage: accuracy on this centre's calls</title>
@@ -98,10 +100,10 @@ a detection wrong or a keyword missed. Keywords nobody marked missed are not cou
 upper bound; routes are suggestions and the dispatcher decides.</p>
 <table><tr><th>reviewed calls</th><td>{overall['calls']}</td></tr>
 <tr><th>hours of reviewed audio</th><td>{overall['hours']}</td></tr>
-<tr><th>route exact match</th><td>{_fmt(overall['route_exact_match'])}</td></tr>
+<tr><th>route exact match</th><td>{_pct(overall['route_exact_match'])}</td></tr>
 <tr><th>false alarms (detections marked wrong)</th><td>{overall['false_alarms']}
- ({_fmt(overall['false_alarms_per_hour'])} per hour)</td></tr>
-<tr><th>time to the first correct route (call time)</th><td>median {_fmt(t['median'])} s, p95 {_fmt(t['p95'])} s
+ ({_num(overall['false_alarms_per_hour'])} per hour)</td></tr>
+<tr><th>time to the first correct route (call time)</th><td>median {_num(t['median'])} s, p95 {_num(t['p95'])} s
  over {t['calls']} calls</td></tr>
 <tr><th>reviewers</th><td>{html.escape(', '.join(rep['reviewers']))}</td></tr></table>
 {imgs[0] if imgs else ''}
