@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speech-train", type=int, default=8000, help="running-speech training utterances")
     ap.add_argument("--speech-passes", type=int, default=2, help="augmented copies of the running speech")
     ap.add_argument("--archs", default="ds_cnn", help="comma-separated: ds_cnn (shipped), seed (baseline)")
-    ap.add_argument("--mining-rounds", type=int, default=3,
+    ap.add_argument("--mining-rounds", type=int, default=6,
                     help="rounds after training, each on freshly augmented speech plus its hard negatives")
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
