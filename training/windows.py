@@ -20,27 +20,10 @@ from training.augment import Augmenter, Banks
 from training.speech import Utterance
 from triage.features import FeatureParams, LogMel
 from triage.keywords import CLASSES, UNKNOWN
+from triage.windowing import window_label
 
-KEYWORD_SHARE = 0.92  # of the keyword inside the window to call the window that keyword
-SLIVER = 0.15  # at most this share (and 150 ms) of a keyword inside a window that is `_unknown_`
 HOP_S = 0.1  # the spotter's scoring grid
 KEYWORD_WINDOWS = 3  # kept per spoken keyword and pass
-
-
-def window_label(start: float, length: float, words: list[tuple[str, float, float]]) -> str | None:
-    """The label of the window [start, start + length) given keyword times; None when masked."""
-    stop = start + length
-    found = None
-    for kw, s, e in words:
-        overlap = max(0.0, min(stop, e) - max(start, s))
-        dur = max(e - s, 1e-3)
-        if overlap / dur >= KEYWORD_SHARE or overlap >= 0.9 * length:
-            if found is not None:
-                return None  # two whole keywords in one window: no single right answer
-            found = kw
-        elif overlap / dur > SLIVER or overlap > 0.15:
-            return None
-    return found or UNKNOWN
 
 
 _STATE: dict = {}

@@ -9,10 +9,9 @@ centre's callers. The head starts from the shipped weights and is pulled back to
 what the centre's calls do not speak to stays as it was.
 
   1. split the calls into an adaptation part and a held-out part (by call, seeded);
-  2. cut windows on the spotter's 100 ms grid from the adaptation calls: a window is a keyword when a
-     labelled keyword lies inside it; an approximate label (a dispatcher's "missed, at about 1:05",
-     ±1 s) is placed where the shipped model's posterior for that keyword peaks in its span; windows
-     away from every label are keyword-free; the rest are left out;
+  2. cut windows on the spotter's 100 ms grid from the adaptation calls, labelled by the rule training
+     uses (triage.windowing); an approximate label (a dispatcher's "missed, at about 1:05", ±1 s) is
+     placed where the shipped model's posterior for that keyword peaks in its span;
   3. refit the head, class-balanced, by full-batch Adam (numpy: no TensorFlow at a dispatch centre);
   4. per keyword, the threshold with the highest recall and no false alarm on the adaptation calls;
   5. measure the shipped and the adapted model with the live core (`replay`) on the held-out calls and
@@ -37,11 +36,11 @@ from triage.keywords import KEYWORD_SERVICE, SILENCE, UNKNOWN
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import CallLabel, load_labels, replay_samples, score
 from triage.spotter import Trigger, call_windows
+from triage.windowing import window_label
 
 REFERENCE = Path(__file__).resolve().parents[1] / "models" / "reference"
 THRESHOLD_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9, 0.92, 0.94, 0.96, 0.97, 0.98, 0.99, 0.994, 0.998, 0.999)
-INSIDE_SLACK_S = 0.05  # a keyword "inside" a window may overhang it by this much (label precision)
-CLEAR_OF_LABELS_S = 0.3  # a keyword-free window keeps this far from every labelled keyword
+INSIDE_SLACK_S = 0.05  # a label this much longer than a window is still a timed one (label precision)
 
 
 class AdaptError(RuntimeError):
@@ -138,26 +137,30 @@ class CallWindows:
 
 
 def label_windows(cw: CallWindows, classes: tuple[str, ...], window_s: float) -> np.ndarray:
-    """Class index per window, -1 where the window is left out (part of a keyword, or near one)."""
-    n = len(cw.times)
-    y = np.full(n, -1, dtype=np.int64)
-    near = np.zeros(n, dtype=bool)
+    """Class index per window, -1 where the window is left out. Timed keywords are labelled by the rule
+    training uses (triage.windowing); an approximate one (a span longer than a window: a dispatcher's
+    "about then") is placed where the shipped model heard that keyword best in its span, and the rest of
+    its span is left out. Keyword-free windows the shipped model takes for silence stay silence."""
+    timed = [(k.keyword, k.start, k.end) for k in cw.label.keywords if k.end - k.start <= window_s + INSIDE_SLACK_S]
+    rough = [k for k in cw.label.keywords if k.end - k.start > window_s + INSIDE_SLACK_S]
+    silence = classes.index(SILENCE)
+    y = np.full(len(cw.times), -1, dtype=np.int64)
+    for j, t in enumerate(cw.times):
+        start = t - window_s
+        if any(start < k.end and t > k.start for k in rough):
+            continue
+        name = window_label(start, window_s, timed)
+        if name == UNKNOWN and cw.posteriors[j].argmax() == silence:
+            name = SILENCE
+        if name is not None:
+            y[j] = classes.index(name)
     starts = cw.times - window_s
-    for k in cw.label.keywords:
-        near |= (cw.times > k.start - CLEAR_OF_LABELS_S) & (starts < k.end + CLEAR_OF_LABELS_S)
-    silence, unknown = classes.index(SILENCE), classes.index(UNKNOWN)
-    free = ~near
-    y[free] = np.where(cw.posteriors[free].argmax(axis=1) == silence, silence, unknown)
-    for k in cw.label.keywords:
+    for k in rough:
         c = classes.index(k.keyword)
-        if k.end - k.start <= window_s + 2 * INSIDE_SLACK_S:  # timed: every window holding the word
-            inside = (starts <= k.start + INSIDE_SLACK_S) & (cw.times >= k.end - INSIDE_SLACK_S)
-            y[inside] = c
-        else:  # approximate: where the shipped model heard that keyword best in the span, and beside it
-            span = np.nonzero((starts >= k.start - INSIDE_SLACK_S) & (cw.times <= k.end + INSIDE_SLACK_S))[0]
-            if len(span):
-                best = span[np.argmax(cw.posteriors[span, c])]
-                y[max(0, best - 1): best + 2] = c
+        span = np.nonzero((starts >= k.start - INSIDE_SLACK_S) & (cw.times <= k.end + INSIDE_SLACK_S))[0]
+        if len(span):
+            best = span[np.argmax(cw.posteriors[span, c])]
+            y[max(0, best - 1): best + 2] = c
     return y
 
 
