@@ -106,8 +106,9 @@ def embedder(proto, head: Head):
     def embed(windows: np.ndarray) -> np.ndarray:
         if len(windows) == 0:
             return np.zeros((0, head.weights.shape[0]))
-        return np.concatenate([session.run([head.embedding_name], {name: windows[i: i + 64, ..., None]})[0]
-                               for i in range(0, len(windows), 64)]).astype(np.float64)
+        x = np.asarray(windows, dtype=np.float32)[..., None]
+        return np.concatenate([session.run([head.embedding_name], {name: x[i: i + 64]})[0]
+                               for i in range(0, len(x), 64)]).astype(np.float64)
     return embed
 
 
