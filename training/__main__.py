@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rebuild", action="store_true", help="ignore cached datasets")
+    ap.add_argument("--head-refit", action=argparse.BooleanOptionalAction, default=True,
+                    help="refit the exported model's last layer, class-balanced, on the running-speech windows "
+                         "(training/headfit.py)")
     args = ap.parse_args(argv)
 
     import keras
@@ -150,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     onnx_path = args.models / "kws12.onnx"
     export.to_onnx(ds["kws"], params, onnx_path)
     delta = export.keras_onnx_max_delta(ds["kws"], onnx_path, ev.x["phone"][:256].astype(np.float32))
+    refit = None
+    if args.head_refit:
+        from training import headfit
+
+        log("stage 5b: the last layer refitted, class-balanced, on the running-speech windows")
+        refit = headfit.refit(onnx_path, speech_tr)
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
                         "transferred from an 8-word English base",
@@ -159,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         **({"seed_baseline": {"head_only": _summary(r["head"]), "fine_tuned": _summary(r["ft"]),
                               "base8_held_out_accuracy": r["base_acc"], "train_seconds": r["seconds"]}}
            if (r := results.get("seed")) else {}),
-        "keras_onnx_max_abs_delta": delta,
+        "keras_onnx_max_abs_delta": delta,  # before the head refit, which only the ONNX model has
+        **({"head_refit": refit} if refit else {}),
         "stage_seconds": stage_seconds,
         "hard_negative_mining": ds.get("mining", []),
         "train_windows": int(len(kw_tr["y"])), "eval_windows_per_condition": int(len(ev.y)),

@@ -166,13 +166,14 @@ def label_windows(cw: CallWindows, classes: tuple[str, ...], window_s: float) ->
 
 
 def fit_head(x: np.ndarray, y: np.ndarray, head: Head, l2: float = 0.05, steps: int = 400,
-             lr: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced cross-entropy + l2 * |θ − θ_shipped|², full-batch Adam from the shipped weights."""
+             lr: float = 0.01, balance: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Class-balanced cross-entropy + l2 * |θ − θ_shipped|², full-batch Adam from the shipped weights.
+    Each class weighs count^-balance: 1 gives every class the same total weight, 0 every window."""
     w0, b0 = head.weights, head.bias
     w, b = w0.copy(), b0.copy()
     n_classes = w.shape[1]
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    sample_w = (1.0 / np.maximum(counts, 1))[y]
+    sample_w = (np.maximum(counts, 1) ** -balance)[y]
     sample_w /= sample_w.sum()
     onehot = np.eye(n_classes)[y]
     m = [np.zeros_like(w), np.zeros_like(b)]
