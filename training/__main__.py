@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         refit = headfit.refit(onnx_path, speech_tr)
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
-                        "transferred from an 8-word English base",
+                        "transferred from an 8-word English base" + (
+                            "; last layer refitted class-balanced on the running-speech windows" if refit else ""),
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
