@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 import redis
-from livekit import collect, dispatcher_actions, mulaw_frames, send_audio, start_call
+from livekit import collect, dispatcher_actions, fire_call, mulaw_frames, send_audio, start_call
 from onnx_models import silence, tone
 
 from triage.credentials import CredentialFile, Credentials
@@ -44,6 +44,13 @@ class ServerThread:
         self.thread.join(5)
 
 
+def _launch(p, *extra: str):
+    """Headless Debian Chromium, quiet: no background traffic, no first-run work."""
+    return p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", *extra])
+
+
 def test_dispatcher_claims_and_acknowledges_a_fire_call(loud_model_path, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -51,9 +58,7 @@ def test_dispatcher_claims_and_acknowledges_a_fire_call(loud_model_path, tmp_pat
     with EmbeddedRedis(tmp_path / "redis") as r, ServerThread(loud_model_path, r.url) as st:
         port = st.server.config.port
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            browser = _launch(p)
             page = browser.new_page(viewport={"width": 1400, "height": 800})
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.locator("#status")).to_have_text("connecté")
@@ -101,8 +106,7 @@ def test_second_dispatcher_sees_a_clear_refusal(loud_model_path, tmp_path):
             await st.server.store.claim("two-1", 18, "bob")
         st.run(routed_and_claimed_by_bob())
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = _launch(p)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             page.fill("#dispatcher", "alice")
@@ -129,8 +133,7 @@ def test_dispatcher_signs_in_once_and_acts_under_the_credential_name(loud_model_
             ServerThread(loud_model_path, r.url, token="ingest-secret", users_file=users.path) as st:
         port = st.server.config.port
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = _launch(p)
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.locator("#login")).to_be_visible()
@@ -177,8 +180,7 @@ def test_dashboard_over_tls_with_a_self_signed_certificate(loud_model_path, tmp_
             ServerThread(loud_model_path, r.url, certfile=cert, keyfile=key) as st:
         port = st.server.config.port
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            browser = _launch(p)
             page = browser.new_page(ignore_https_errors=True)  # the certificate is self-signed
             page.goto(f"https://127.0.0.1:{port}/")
             expect(page.locator("#status")).to_have_text("connecté")  # the feed over wss://
@@ -192,10 +194,7 @@ def test_dispatcher_hears_the_evidence_confirms_and_reports_a_missed_keyword(lou
                                                                record_dir=tmp_path / "rec") as st:
         port = st.server.config.port
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--autoplay-policy=no-user-gesture-required"])
+            browser = _launch(p, "--autoplay-policy=no-user-gesture-required")
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"http://127.0.0.1:{port}/")
             expect(page.locator("#status")).to_have_text("connecté")
@@ -203,14 +202,7 @@ def test_dispatcher_hears_the_evidence_confirms_and_reports_a_missed_keyword(lou
             page.fill("#dispatcher", "bob")
             page.locator("#dispatcher").dispatch_event("change")
 
-            async def call():
-                ws, _ = await start_call(f"ws://127.0.0.1:{port}/call", "heard-1")
-                audio = np.concatenate([silence(1.0, 8000), tone(0.9, rate=8000), silence(1.0, 8000)])
-                await send_audio(ws, mulaw_frames(audio), pace=0.002)
-                await ws.send(json.dumps({"type": "stop"}))
-                await collect(ws, "summary")
-                await ws.close()
-            st.run(call())
+            assert st.run(fire_call(f"ws://127.0.0.1:{port}", "heard-1", pace=0.002)) == [18]
 
             card = page.locator('[data-cards="18"] .card[data-call="heard-1"]')
             expect(card.locator(".rec-flag")).to_be_visible(timeout=10_000)
