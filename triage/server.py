@@ -329,22 +329,15 @@ class TriageServer:
             body = await asyncio.to_thread(self.recordings.clip, parts[2], start, end)
         except RecordingError as e:
             return connection.respond(HTTPStatus.NOT_FOUND, f"{e}\n")
-        resp = _set_header(connection.respond(HTTPStatus.OK, ""), "Content-Type", "audio/wav")
-        _set_header(resp, "Content-Length", str(len(body)))
-        _set_header(resp, "Cache-Control", "no-store")
-        return dataclasses.replace(resp, body=body)
+        return _bytes_response(connection, body, "audio/wav", "no-store")
 
     def _static(self, connection, path: str):
         name = "index.html" if path in ("/", "") else path.lstrip("/")
         file = (DASHBOARD / name).resolve()
         if DASHBOARD.resolve() not in file.parents or not file.is_file():
             return connection.respond(HTTPStatus.NOT_FOUND, f"not found: {path}\n")
-        body = file.read_bytes()
-        resp = _set_header(connection.respond(HTTPStatus.OK, ""), "Content-Type",
-                           mimetypes.guess_type(file.name)[0] or "application/octet-stream")
-        _set_header(resp, "Content-Length", str(len(body)))
-        _set_header(resp, "Cache-Control", "no-cache")
-        return dataclasses.replace(resp, body=body)
+        return _bytes_response(connection, file.read_bytes(),
+                               mimetypes.guess_type(file.name)[0] or "application/octet-stream", "no-cache")
 
     async def _metrics_text(self) -> str:
         lines = [
@@ -841,6 +834,13 @@ def _set_header(resp, name: str, value: str):
         del resp.headers[name]
     resp.headers[name] = value
     return resp
+
+
+def _bytes_response(connection, body: bytes, content_type: str, cache: str):
+    resp = _set_header(connection.respond(HTTPStatus.OK, ""), "Content-Type", content_type)
+    _set_header(resp, "Content-Length", str(len(body)))
+    _set_header(resp, "Cache-Control", cache)
+    return dataclasses.replace(resp, body=body)
 
 
 async def _answers_ping(ws: ServerConnection, timeout: float) -> bool:
