@@ -95,6 +95,18 @@ def http_get(url: str, headers: dict | None = None) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
+def metric_samples(text: str) -> dict[str, float]:
+    """/metrics parsed by prometheus_client: 'name{label="v",...}' (labels sorted) → value."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+            out[s.name + (f"{{{labels}}}" if labels else "")] = s.value
+    return out
+
+
 class ServerProcess:
     """`triage serve` as a real subprocess, for crash (SIGKILL) and restart tests."""
 

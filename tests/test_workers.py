@@ -7,7 +7,7 @@ import os
 import signal
 
 import numpy as np
-from livekit import ServerProcess, http_get, mulaw_frames
+from livekit import ServerProcess, http_get, metric_samples, mulaw_frames
 from onnx_models import silence, tone
 from websockets.asyncio.client import connect
 
@@ -46,9 +46,14 @@ def test_two_workers_share_the_port_and_the_feed(loud_model_path, redis_server, 
     try:
         assert len(workers_seen(srv.port)) == 2
         summaries = asyncio.run(scenario())
+        # /metrics sums every worker, whichever one answers (SO_REUSEPORT picks)
+        scrapes = [metric_samples(http_get(f"http://127.0.0.1:{srv.port}/metrics")[1]) for _ in range(10)]
     finally:
         srv.stop()
     assert [s["services"] for s in summaries] == [[18]] * len(ids)
+    assert {m["triage_calls_total"] for m in scrapes} == {len(ids)}
+    assert {m["triage_detection_lag_seconds_count"] for m in scrapes} == {len(ids)}
+    assert {m['triage_detections_total{keyword="incendie"}'] for m in scrapes} == {len(ids)}
     assert sorted(e[1]["call_id"] for e in rdb.xrange("triage:queue:18")) == sorted(ids)
 
 

@@ -85,7 +85,7 @@ def _announce(config: ServerConfig, model_path: Path, workers: int = 1, dashboar
                                        if config.token or config.users_file else ""))
     say(f"  calls      {ws}/call" + (f"   (ingest token {config.token})" if dashboard_token else ""))
     say(f"  feed       {ws}/feed")
-    say(f"  health     {base}/healthz   metrics {base}/metrics" + ("  (per worker)" if workers > 1 else ""))
+    say(f"  health     {base}/healthz   metrics {base}/metrics" + ("  (all workers)" if workers > 1 else ""))
 
 
 def _worker_main(config: ServerConfig, model_path: Path, redis_url: str, data_dir: Path) -> None:
@@ -115,9 +115,12 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
     every worker gracefully: live calls get their summary, routes are flushed.
     """
     import multiprocessing as mp
+    import shutil
+    import tempfile
     import time
 
     from triage.embedded_redis import free_port
+    from triage.metrics import MULTIPROC_ENV, worker_exited
 
     redis_url, embedded = _redis(redis_url, data_dir)
     if config.port == 0:
@@ -125,6 +128,11 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
     ctx = mp.get_context("spawn")
     stopping = False
     procs: list = []
+    # Every worker writes its metrics here and any worker's /metrics sums them (triage/metrics.py).
+    # A directory the operator chose is theirs to keep; ours goes when the server stops.
+    own_metrics_dir = None
+    if not os.environ.get(MULTIPROC_ENV):
+        own_metrics_dir = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="triage-metrics-")
 
     def start(i: int):
         p = ctx.Process(target=_worker_main, name=f"triage-worker-{i}", daemon=False,
@@ -153,6 +161,7 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
             for i, p in enumerate(procs):
                 if not p.is_alive() and not stopping:
                     say(f"worker {i} exited with {p.exitcode}; restarting it")
+                    worker_exited(p.pid)
                     procs[i] = start(i)
         say("stopping: ending live calls and flushing routes")
         return 0
@@ -166,6 +175,9 @@ def serve_workers(config: ServerConfig, model: KeywordModel, redis_url: str | No
                 p.kill()
         for sig, handler in old.items():
             signal.signal(sig, handler)
+        if own_metrics_dir is not None:
+            del os.environ[MULTIPROC_ENV]
+            shutil.rmtree(own_metrics_dir, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
 

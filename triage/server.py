@@ -36,7 +36,6 @@ from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import numpy as np
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -44,6 +43,7 @@ from websockets.exceptions import ConnectionClosed
 from triage import audit, protocol
 from triage.credentials import CredentialError, CredentialFile, Credentials, Identity
 from triage.engine import CallAudio, ScoringEngine, TickResult
+from triage.metrics import ServiceMetrics
 from triage.model import KeywordModel, ModelError
 from triage.protocol import ProtocolError, Start, Stop
 from triage.recording import CallInfo, RecordingError, Recordings
@@ -106,17 +106,6 @@ class CallSession:
         return self.audio.duration
 
 
-class Metrics:
-    def __init__(self) -> None:
-        self.counters: dict[str, float] = {}
-        self.score_seconds: deque[float] = deque(maxlen=500)
-        self.batch_sizes: deque[int] = deque(maxlen=500)
-
-    def inc(self, name: str, by: float = 1.0, **labels) -> None:
-        key = name + ("{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else "")
-        self.counters[key] = self.counters.get(key, 0.0) + by
-
-
 class Outbox:
     """Redis writes in order; kept and retried while Redis is unreachable. Bounded: when nearly full the
     server refuses new calls rather than lose a route."""
@@ -147,7 +136,7 @@ class TriageServer:
         self.recordings = Recordings(self.config.record_dir) if self.config.record_dir else None
         self.engine = ScoringEngine(model, keep_received=self.recordings is not None)
         self.feeds: dict[ServerConnection, asyncio.Queue] = {}
-        self.metrics = Metrics()
+        self.metrics = ServiceMetrics()
         self.outbox = Outbox(self.config.outbox_limit)
         self.redis_up = False
         self._tasks: list[asyncio.Task] = []
@@ -339,20 +328,13 @@ class TriageServer:
         return _bytes_response(connection, file.read_bytes(),
                                mimetypes.guess_type(file.name)[0] or "application/octet-stream", "no-cache")
 
+    def _update_gauges(self) -> None:
+        self.metrics.set_gauges(live_calls=len(self.sessions), feed_clients=len(self.feeds),
+                                redis_up=int(self.redis_up), outbox_pending=len(self.outbox.items))
+
     async def _metrics_text(self) -> str:
-        lines = [
-            "# TYPE triage_live_calls gauge", f"triage_live_calls {len(self.sessions)}",
-            "# TYPE triage_feed_clients gauge", f"triage_feed_clients {len(self.feeds)}",
-            "# TYPE triage_redis_up gauge", f"triage_redis_up {int(self.redis_up)}",
-            "# TYPE triage_outbox_pending gauge", f"triage_outbox_pending {len(self.outbox.items)}",
-        ]
-        if self.metrics.score_seconds:
-            s = np.array(self.metrics.score_seconds)
-            lines += ["# TYPE triage_scoring_seconds summary"] + [
-                f'triage_scoring_seconds{{quantile="{q}"}} {np.quantile(s, q):.6f}' for q in (0.5, 0.95, 0.99)]
-            lines.append(f"triage_scoring_batch_windows_mean {np.mean(self.metrics.batch_sizes):.2f}")
-        for key, v in sorted(self.metrics.counters.items()):
-            lines.append(f"{key} {v:g}")
+        self._update_gauges()
+        lines = [self.metrics.exposition().rstrip("\n")]
         if self.redis_up:
             try:
                 depths = await asyncio.wait_for(self.store.depths(), 1.0)
@@ -490,6 +472,7 @@ class TriageServer:
             except Exception:  # never let one bad batch stop scoring for every call
                 log.exception("scoring failed")
                 self.metrics.inc("triage_errors_total", code="scoring")
+            self._update_gauges()
             now = time.monotonic()
             # Sent even with no dashboard here: dashboards on other servers see this server's calls.
             if now - last_level >= level_every and self.sessions:
@@ -505,8 +488,8 @@ class TriageServer:
             for call_id, err in unrecorded.items():
                 self._recording_failed(call_id, err)
             if result.windows:
-                self.metrics.score_seconds.append(time.perf_counter() - t)
-                self.metrics.batch_sizes.append(result.windows)
+                self.metrics.scoring_seconds.observe(time.perf_counter() - t)
+                self.metrics.batch_windows.observe(result.windows)
                 self.metrics.inc("triage_windows_scored_total", result.windows)
             self.metrics.inc("triage_audio_seconds_total", result.audio_seconds)
             self.metrics.inc("triage_chunks_total", result.frames)
@@ -584,6 +567,7 @@ class TriageServer:
         s.detections += dets
         for d in dets:
             self.metrics.inc("triage_detections_total", keyword=d.keyword)
+            self.metrics.detection_lag.observe(max(0.0, s.duration - d.time))
             ev = {"type": "detection", "call_id": s.call_id, **d.to_dict()}
             self._record_event(s.call_id, ev)
             await self._to_caller(s, ev)
