@@ -16,12 +16,15 @@ from triage.client import stream_call
 CALL_8K = np.concatenate([silence(1.5, 8000), tone(0.9, rate=8000), silence(1.5, 8000)])
 
 
-def workers_seen(port: int, tries: int = 40) -> dict[int, dict]:
-    """pid → /healthz of each worker answering (SO_REUSEPORT spreads new connections over them)."""
+def workers_seen(port: int, want: int = 2, tries: int = 200) -> dict[int, dict]:
+    """pid → /healthz of each worker answering (SO_REUSEPORT spreads new connections over them; on a
+    loaded machine one worker may answer many in a row, so probe until `want` have answered)."""
     seen = {}
     for _ in range(tries):
         h = json.loads(http_get(f"http://127.0.0.1:{port}/healthz")[1])
         seen[h["pid"]] = h
+        if len(seen) >= want:
+            break
     return seen
 
 
