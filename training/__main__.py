@@ -72,6 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-rounds", type=int, default=6,
                     help="rounds after training, each on freshly augmented speech plus its hard negatives")
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
+    ap.add_argument("--speech-wide", type=int, default=2000,
+                    help="running-speech utterances of voices further from French (speech.draw_speaker `wide`)")
+    ap.add_argument("--wide-rounds", type=int, default=0,
+                    help="mining rounds after the others, on the training speech plus the wider voices (measured "
+                         "worse with 1: training/README.md)")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=2)
@@ -100,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     synth.run(args.data, workers=args.workers)
     speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                           workers=args.workers)}
+    if args.wide_rounds:
+        speech_paths["wide"] = speech.build(args.data, "train", args.speech_wide, seed=1, kokoro_share=0.3,
+                                            kokoro_cap=600, workers=args.workers, wide=True)
 
     stage_seconds = {"synthesis": round(time.time() - t0)}
     log("stage 2: datasets")
@@ -117,6 +125,11 @@ def main(argv: list[str] | None = None) -> int:
                                   dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=0,
                                   passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
     kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
+    wide_tr = cached(stages / f"speech_wide_{args.speech_wide}x{args.speech_passes}.npz", lambda: dict(zip(
+        ("x", "y"), windows.build(speech.load(speech_paths["wide"]),
+                                  dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=1,
+                                  passes=args.speech_passes, workers=args.workers), strict=True)),
+        args.rebuild) if args.wide_rounds else None
     log("training windows: " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(kw_tr["y"],
                                                                       minlength=len(CLASSES)), strict=True)))
 
@@ -141,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, args.mining_rounds + 1):
             ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params,
                             stages / _cache_name("ds_cnn", args))
+    if args.wide_rounds:
+        wide_utts = speech.load(speech_paths["wide"])
+        for rnd in range(args.mining_rounds + 1, args.mining_rounds + args.wide_rounds + 1):
+            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts + wide_utts, banks, params,
+                            stages / _cache_name("ds_cnn", args), tag=f"-wide{args.speech_wide}")
     stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
 
     log("stage 5: export and model card")
@@ -158,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         from training import headfit
 
         log("stage 5b: the last layer refitted, class-balanced, on the running-speech windows")
-        refit = headfit.refit(onnx_path, speech_tr)
+        refit = headfit.refit(onnx_path, speech_tr if not args.wide_rounds else {k: np.concatenate(
+            [speech_tr[k], wide_tr[k]]) for k in ("x", "y")})
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
                         "transferred from an 8-word English base" + (
@@ -251,7 +270,7 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     return {**r, "base": keras.saving.load_model(cache / "base.keras"), "kws": kws}
 
 
-def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cache: Path) -> dict:
+def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cache: Path, tag: str = "") -> dict:
     """One round of hard-negative mining, then one short fine-tuning on fresh augmentation (cached).
 
     Each round augments the training speech anew (its own seed): the model meets every keyword in a
@@ -262,7 +281,7 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
 
     from training import mining
 
-    path, info_path = cache / f"kws_fresh_mined{rnd}.keras", cache / f"fresh_mined{rnd}.json"
+    path, info_path = cache / f"kws_fresh_mined{rnd}{tag}.keras", cache / f"fresh_mined{rnd}{tag}.json"
     if path.exists() and info_path.exists() and not args.retrain:
         log(f"mining round {rnd}: found in {cache}")
         info = json.loads(info_path.read_text())
@@ -287,7 +306,8 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
     ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"after mining round {rnd}", ft)
-    info = {"round": rnd, "pool_windows": int(len(pool)), "mined": int(len(idx)),
+    info = {"round": rnd, **({"voices": "training and wider voices"} if tag else {}), "pool_windows": int(len(pool)),
+            "mined": int(len(idx)),
             "mined_still_above_0.2": int(len(after)), "train_windows": int(len(train["y"])),
             "seconds": round(time.time() - t)}
     kws.save(path)
