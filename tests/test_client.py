@@ -7,10 +7,11 @@ import sys
 
 import numpy as np
 import pytest
-from livekit import live
+from livekit import ServerProcess, http_get, live, metric_samples
 from onnx_models import silence, tone
 
 from triage import client
+from triage.audio import write_wav
 from triage.embedded_redis import EmbeddedRedis
 
 CALL = np.concatenate([silence(1.0), tone(0.9), silence(2.0)])
@@ -34,6 +35,22 @@ def test_streams_in_real_time_and_gets_the_route(loud_model_path, tmp_path):
     summary, took = with_server(loud_model_path, tmp_path, scenario)
     assert summary["services"] == [18] and [e["type"] for e in events].count("route") == 1
     assert 3.9 / 2 * 0.9 <= took < 3.9 / 2 + 3  # paced at twice real time
+
+
+def test_many_calls_at_once_exit_0_when_all_complete(loud_model_path, redis_server, tmp_path):
+    """`triage call FILE --calls N` against a real `triage serve`: every call routed, exit status 0."""
+    wav = tmp_path / "call.wav"
+    write_wav(wav, CALL[::2], 8000, "mulaw")
+    srv = ServerProcess(loud_model_path, redis_server.url).start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "triage.cli", "call", str(wav), "--calls", "20", "--speed", "2",
+                            "--url", srv.url + "/call"], capture_output=True, text=True, timeout=120)
+        m = metric_samples(http_get(f"http://127.0.0.1:{srv.port}/metrics")[1])
+    finally:
+        srv.stop()
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.count("services [18]") == 20 and "keepalive" not in r.stdout + r.stderr
+    assert m["triage_calls_total"] == 20 and m["triage_resumes_total"] == 0
 
 
 def test_dropped_line_reconnects_and_resumes(loud_model_path, tmp_path):
