@@ -11,6 +11,25 @@ from triage.keywords import CLASSES
 ROOT = Path(__file__).resolve().parent.parent
 
 
+PROVENANCE_LABELS = {"training_voices": "isolated-word training voices",
+                     "held_out_voices": "isolated-word held-out voices"}
+
+
+def running_speech_voices() -> list[str]:
+    """The running speech's voices by split, from the tables `training.speech` synthesizes with."""
+    from training import speech
+
+    def names(engine: dict, split: str) -> str:
+        return ", ".join(n or "(default)" for n in engine[split])
+
+    return ["Running speech (the calls above, and most training windows), voices by split; Kokoro blends are "
+            "drawn at random per utterance (in training ff_siwis or im_nicola leads each blend), and 30 % of the "
+            "training MBROLA and espeak-ng utterances go to a Praat \"Change gender\" pseudo-speaker:", "",
+            "| split | MBROLA | espeak-ng | Kokoro styles |", "|---|---|---|---|",
+            *[f"| {split} | {names(speech.MBROLA, split)} | {names(speech.ESPEAK, split)} | "
+              f"{', '.join(speech.KOKORO_STYLES[split])} |" for split in speech.SPLITS]]
+
+
 def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
@@ -119,8 +138,9 @@ def main(models: Path = ROOT / "models") -> int:
             f"Base 8-word English model, held-out-voice accuracy: {pct(base8['metrics']['held_out_voice_accuracy'])}."]
     if "seed_baseline" in m:
         out += ["", "Seed recipe baseline (fine-tuned):", "", *condition_table(m["seed_baseline"]["fine_tuned"])]
-    out += ["", "## Data provenance", ""] + [f"- **{k}**: {v if isinstance(v, str) else ', '.join(v)}"
-                                            for k, v in prov.items()]
+    out += ["", "## Data provenance", ""] + [f"- **{PROVENANCE_LABELS.get(k, k)}**: "
+                                            f"{v if isinstance(v, str) else ', '.join(v)}" for k, v in prov.items()]
+    out += ["", *running_speech_voices()]
     out += ["", "Versions: " + ", ".join(f"{k} {v}" for k, v in manifest["versions"].items()), ""]
     (models / "kws12.md").write_text("\n".join(out), encoding="utf-8")
     print(f"wrote {models / 'kws12.md'}", file=sys.stderr)
