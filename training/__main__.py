@@ -120,16 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     words_tr = cached(stages / f"kws_train_v{dataset.VERSION}_{args.per_keyword}.npz", lambda: dict(zip(
         ("x", "y"), dataset.build_train(args.data, params, args.per_keyword, workers=args.workers), strict=True)),
         args.rebuild)
-    speech_tr = cached(stages / f"speech_train_{args.speech_train}x{args.speech_passes}.npz", lambda: dict(zip(
-        ("x", "y"), windows.build(speech.load(speech_paths["train"]),
-                                  dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=0,
-                                  passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
+    def speech_windows(split: str, count: int, seed: int) -> dict:
+        """Spotter-grid windows of a running-speech set (cached)."""
+        return cached(stages / f"speech_{split}_{count}x{args.speech_passes}.npz", lambda: dict(zip(
+            ("x", "y"), windows.build(speech.load(speech_paths[split]),
+                                      dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=seed,
+                                      passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
+
+    speech_tr = speech_windows("train", args.speech_train, seed=0)
     kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
-    wide_tr = cached(stages / f"speech_wide_{args.speech_wide}x{args.speech_passes}.npz", lambda: dict(zip(
-        ("x", "y"), windows.build(speech.load(speech_paths["wide"]),
-                                  dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=1,
-                                  passes=args.speech_passes, workers=args.workers), strict=True)),
-        args.rebuild) if args.wide_rounds else None
+    wide_tr = speech_windows("wide", args.speech_wide, seed=1) if args.wide_rounds else None
     log("training windows: " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(kw_tr["y"],
                                                                       minlength=len(CLASSES)), strict=True)))
 

@@ -43,10 +43,9 @@ GAUGES = {
 
 class ServiceMetrics:
     def __init__(self) -> None:
-        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         # Single process: a registry of this server's own (tests run several servers in one process).
-        # Multiprocess: values live in the shared directory and are collected from there at scrape time.
-        self.registry = None if self.multiprocess else CollectorRegistry()
+        # Multiprocess (None): values live in the shared directory and are collected from there at scrape time.
+        self.registry = None if os.environ.get(MULTIPROC_ENV) else CollectorRegistry()
         self._counters = {name: Counter(name.removesuffix("_total"), doc, labels, registry=self.registry)
                           for name, (doc, labels) in COUNTERS.items()}
         self._gauges = {name: Gauge(name, doc, registry=self.registry, multiprocess_mode=mode)
@@ -77,11 +76,10 @@ class ServiceMetrics:
             self._gauges[f"triage_{name}"].set(v)
 
     def exposition(self) -> str:
-        if self.multiprocess:
+        registry = self.registry
+        if registry is None:
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)
-        else:
-            registry = self.registry
         return generate_latest(registry).decode()
 
 
