@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import signal
@@ -25,6 +27,22 @@ from triage.store import RouteStore
 FRAME = 160  # 20 ms at 8 kHz
 
 
+SCENARIO_TIMEOUT_S = 120.0
+
+
+@contextlib.asynccontextmanager
+async def loud_timeout(what: str, seconds: float):
+    """A hang fails the test with every task's stack, instead of stalling the whole run."""
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        out = io.StringIO()
+        for task in asyncio.all_tasks():
+            task.print_stack(limit=12, file=out)
+        raise TimeoutError(f"{what} still running after {seconds:.0f} s; tasks:\n{out.getvalue()}") from None
+
+
 def live(model_path, redis_url: str, scenario, **config):
     """Run `scenario(server, base_ws_url)` against an in-process server on a free port."""
     async def main():
@@ -32,10 +50,12 @@ def live(model_path, redis_url: str, scenario, **config):
                               ServerConfig(port=0, score_interval_s=0.02, **config))
         await server.start()
         try:
-            return await scenario(server, f"ws://127.0.0.1:{server.config.port}")
+            async with loud_timeout("the scenario", SCENARIO_TIMEOUT_S):
+                return await scenario(server, f"ws://127.0.0.1:{server.config.port}")
         finally:
-            await server.stop()
-            await server.store.close()
+            async with loud_timeout("server.stop()", 30):
+                await server.stop()
+                await server.store.close()
     return asyncio.run(main())
 
 

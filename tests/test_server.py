@@ -371,3 +371,28 @@ def test_redis_unreachable_at_start_is_a_clear_error(loud_model_path):
     t = time.monotonic()
     asyncio.run(main())
     assert time.monotonic() - t < 10
+
+
+def test_stop_ends_a_background_loop_whose_cancellation_was_swallowed(loud_model_path, redis_server, rdb):
+    """redis-py can swallow a cancellation that lands inside one of its calls; stop() must still end."""
+    async def main():
+        server = TriageServer(KeywordModel(loud_model_path), RouteStore(redis_server.url), ServerConfig(port=0))
+        await server.start()
+
+        async def swallows_one_cancellation():
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                pass
+            await asyncio.sleep(3600)
+
+        stubborn = asyncio.create_task(swallows_one_cancellation())
+        server._tasks.append(stubborn)
+        await asyncio.sleep(0)
+        t = time.monotonic()
+        await asyncio.wait_for(server.stop(), 10)
+        await server.store.close()
+        return stubborn.cancelled(), time.monotonic() - t
+
+    cancelled, took = asyncio.run(main())
+    assert cancelled and took < 3
