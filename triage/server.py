@@ -193,14 +193,14 @@ class TriageServer:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._drain_outbox(), 5)
         # A cancellation that lands inside a redis-py call can be swallowed (redis/redis-py#2028, #2551): the
-        # task stays pending and stop() hung for ever (seen once in about 40 test runs), so it is repeated.
+        # task stayed pending and stop() hung for ever (a CI run), so it is repeated.
         pending = set(self._tasks)
         for _ in range(40):
+            if not pending:
+                break
             for t in pending:
                 t.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.25)
-            if not pending:
-                break
         for t in self._tasks:
             if t.done() and not t.cancelled() and t.exception() is not None:
                 log.error("background task %s had ended with an error", t.get_coro().__name__, exc_info=t.exception())
