@@ -56,6 +56,38 @@ def loudness_model(directory: Path, keyword: str = "incendie", level_db: float =
     return path
 
 
+def loudness_gate(model_path: Path, level_db: float, threshold: float = 0.5, sha256: str | None = None) -> Path:
+    """Give the model beside `model_path` a gate scoring sigmoid(mean log-mel - level_db): windows louder than
+    `level_db` pass it at threshold 0.5."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    p = FeatureParams()
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["logmel", "axes"], ["m"], keepdims=0),
+            helper.make_node("Reshape", ["m", "shape"], ["m2"]),
+            helper.make_node("Sub", ["m2", "level"], ["z"]),
+            helper.make_node("Sigmoid", ["z"], ["probs"]),
+        ],
+        "loudness_gate",
+        [helper.make_tensor_value_info("logmel", TensorProto.FLOAT, ["N", p.window_frames, p.n_mels, 1])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 1])],
+        [helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3]),
+         helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 1]),
+         helper.make_tensor("level", TensorProto.FLOAT, [1], [level_db])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    path = model_path.with_name(model_path.stem + "_gate.onnx")
+    onnx.save(model, str(path))
+    mpath = model_path.with_suffix(".json")
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    manifest["gate"] = {"file": path.name, "threshold": threshold, **({"sha256": sha256} if sha256 else {})}
+    mpath.write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
 def tone(seconds: float, amplitude: float = 0.3, rate: int = 16000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (amplitude * np.sin(2 * np.pi * 700 * t)).astype(np.float32)

@@ -52,7 +52,7 @@ DS_BLOCKS = "2x2,1x1,2x1,1x1,1x1"  # (time x mel) stride of each depthwise-separ
 
 
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
-           blocks: str = DS_BLOCKS):
+           blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4)):
     """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for about 12 M multiply-adds
     per window (width 96, default blocks) so that one core scores hundreds of live calls. No Resizing: it
     keeps the full time resolution. Its body ends in global average pooling, so the keyword may sit
@@ -60,7 +60,10 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
 
     With the default blocks one output position hears 0.62 s, a whole keyword; "2x2,1x1,1x1,1x1" (v3,
     0.38 s) found 55.7 % of the test voices' keywords in running speech against 63.7 %, at the same
-    cost per window (the extra time stride halves the positions of the last three blocks)."""
+    cost per window (the extra time stride halves the positions of the last three blocks).
+
+    `input_pool` averages the normalized log-mel over (time, mel) cells first, and one class gives a sigmoid
+    output: together they make the cheap keyword-or-not gate of training/gate.py."""
     import keras
     from keras import layers
 
@@ -69,7 +72,9 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
         norm.adapt(norm_data[..., None].astype(np.float32))
     x = inp = keras.Input(shape=(*input_shape, 1), name="logmel")
     x = norm(x)
-    x = layers.Conv2D(width, (10, 4), strides=2, padding="same", use_bias=False, name="conv0")(x)
+    if input_pool:
+        x = layers.AveragePooling2D(input_pool, padding="same", name="input_pool")(x)
+    x = layers.Conv2D(width, conv0_kernel, strides=2, padding="same", use_bias=False, name="conv0")(x)
     x = layers.BatchNormalization(name="bn0")(x)
     x = layers.ReLU(name="relu0")(x)
     strides = [tuple(int(v) for v in b.split("x")) for b in blocks.split(",")]
@@ -88,7 +93,7 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
         x = layers.ReLU(name=f"relu_pw{i}")(x)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.3, name="drop")(x)
-    out = layers.Dense(n_classes, activation="softmax", name="head")(x)
+    out = layers.Dense(n_classes, activation="sigmoid" if n_classes == 1 else "softmax", name="head")(x)
     return keras.Model(inp, out, name="ds_cnn")
 
 

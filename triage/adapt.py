@@ -355,6 +355,8 @@ def adapt(dataset: Path, model: KeywordModel, out_dir: Path, held_out: float = 0
                                "held_out_calls": held_files, "windows": counts, "l2": l2, "steps": steps,
                                "seed": seed, "shuffled_labels": shuffle_labels, "thresholds": thresholds}}
     manifest_path_for(path).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
+    if model.gate is not None:  # the adapted model keeps its parent's gate, named in the copied manifest
+        _place_gate(model.gate.path, out_dir)
     adapted = KeywordModel(path)
 
     progress(f"measuring on {len(held_files)} held-out calls")
@@ -399,6 +401,22 @@ def model_card(a: Adaptation, parent: KeywordModel) -> str:
             f"|---|---|---|---|\n{thr}")
 
 
+def _place_gate(gate: Path, directory: Path) -> None:
+    """Put a model's gate file beside it in `directory`, where its manifest looks for it."""
+    import shutil
+
+    dst = directory / gate.name
+    if dst.resolve() == gate.resolve():
+        return
+    if dst.exists():
+        if dst.read_bytes() != gate.read_bytes():
+            raise AdaptError(f"{dst}: another gate already has this name; move it away first")
+        return
+    tmp = dst.with_suffix(".onnx.tmp")
+    shutil.copy2(gate, tmp)
+    tmp.replace(dst)
+
+
 def promote(a: Adaptation, target: Path) -> Path:
     """Copy the adapted model over the served one (the previous one kept beside it as .previous); the
     server picks it up on SIGHUP. Raises AdaptError with the reasons when the model was refused."""
@@ -406,6 +424,8 @@ def promote(a: Adaptation, target: Path) -> Path:
 
     if a.refusals:
         raise AdaptError("not promoted: " + "; ".join(a.refusals))
+    if "gate" in a.manifest:
+        _place_gate(a.model_path.parent / a.manifest["gate"]["file"], target.parent)
     for suffix in (".onnx", ".json", ".md"):
         src, dst = a.model_path.with_suffix(suffix), target.with_suffix(suffix)
         if dst.exists():

@@ -46,6 +46,51 @@ def default_model_path() -> Path:
     return Path(os.environ.get("TRIAGE_MODEL", DEFAULT_MODEL))
 
 
+def _session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path}: onnxruntime cannot load it: {e}") from None
+
+
+def _run_batched(session, x: np.ndarray) -> np.ndarray:
+    """(N, frames, n_mels) float32 → the session's (N, ...) output. One session call per few windows:
+    measured on one core, 8 windows a call cost 134 µs each and 256 a call 259 µs each (the activations
+    of big batches fall out of cache)."""
+    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+    x = x[..., None]
+    return np.concatenate([session.run([out], {inp: x[i: i + MAX_BATCH]})[0] for i in range(0, len(x), MAX_BATCH)])
+
+
+class KeywordGate:
+    """A cheap network in front of the full model (training/gate.py): only windows it scores at or above
+    its threshold are worth the full model's time."""
+
+    def __init__(self, path: Path, threshold: float, sha256: str | None, threads: int, expected: tuple[int, int]):
+        if not path.is_file():
+            raise ModelError(f"{path}: the gate the manifest names is missing "
+                             "(train it with `python -m training.gate`)")
+        data = path.read_bytes()
+        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+            raise ModelError(f"{path}: not the gate the manifest was calibrated with (sha256 differs)")
+        self.path, self.threshold = path, threshold
+        self.digest = hashlib.sha256(data).hexdigest()[:12]
+        self._session = _session(path, threads)
+        shape = self._session.get_inputs()[0].shape
+        if tuple(shape[1:3]) != expected:
+            raise ModelError(f"{path}: gate input shape {shape} does not match the manifest's features")
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
+        return _run_batched(self._session, windows).reshape(-1)
+
+
 class KeywordModel:
     def __init__(self, onnx_path: str | Path | None = None, threads: int = 1):
         self.path = Path(onnx_path) if onnx_path else default_model_path()
@@ -79,34 +124,44 @@ class KeywordModel:
         # One filterbank and window for every call this model scores.
         self.extractor = LogMel(self.features)
 
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self._session = ort.InferenceSession(str(self.path), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{self.path}: onnxruntime cannot load it: {e}") from None
+        self._session = _session(self.path, threads)
         inp = self._session.get_inputs()[0]
-        self._input_name = inp.name
-        self._output_name = self._session.get_outputs()[0].name
         expected = (self.features.window_frames, self.features.n_mels)
         if tuple(inp.shape[1:3]) != expected:
             raise ModelError(f"{self.path}: input shape {inp.shape} does not match the manifest's features "
                              f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
+        self.gate: KeywordGate | None = None
+        if "gate" in manifest:
+            try:
+                g = manifest["gate"]
+                self.gate = KeywordGate(self.path.parent / g["file"], float(g["threshold"]), g.get("sha256"),
+                                        threads, expected)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"{mpath}: the manifest's gate is missing or has a bad field: {e}") from None
+            self.version += f"+gate@{self.gate.digest}"
+        self._unknown = self.classes.index(UNKNOWN) if UNKNOWN in self.classes else None
 
-    def predict(self, windows: np.ndarray) -> np.ndarray:
-        """(N, frames, n_mels) log-mel windows → (N, n_classes) class probabilities."""
+    @staticmethod
+    def _windows(windows: np.ndarray) -> np.ndarray:
         x = np.asarray(windows, dtype=np.float32)
-        if x.ndim == 2:
-            x = x[None]
+        return x[None] if x.ndim == 2 else x
+
+    def predict_full(self, windows: np.ndarray) -> np.ndarray:
+        """(N, frames, n_mels) log-mel windows → (N, n_classes) class probabilities of the full model alone."""
+        x = self._windows(windows)
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        x = x[..., None]
-        # One session call per few windows: measured on one core, 8 windows a call cost 134 µs each and
-        # 256 a call 259 µs each (the activations of big batches fall out of cache).
-        return np.concatenate([self._session.run([self._output_name], {self._input_name: x[i: i + MAX_BATCH]})[0]
-                               for i in range(0, len(x), MAX_BATCH)])
+        return _run_batched(self._session, x)
+
+    def predict(self, windows: np.ndarray) -> np.ndarray:
+        """(N, frames, n_mels) log-mel windows → (N, n_classes) class probabilities. With a gate, windows it
+        turns away are `_unknown_` with certainty and cost the full model nothing."""
+        x = self._windows(windows)
+        if self.gate is None or self._unknown is None or len(x) == 0:
+            return self.predict_full(x)
+        keep = self.gate.scores(x) >= self.gate.threshold
+        out = np.zeros((len(x), len(self.classes)), dtype=np.float32)
+        out[:, self._unknown] = 1.0
+        if keep.any():
+            out[keep] = self.predict_full(x[keep])
+        return out

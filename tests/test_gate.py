@@ -1,0 +1,65 @@
+"""The gate in front of the full model (triage.model.KeywordGate): windows it turns away are `_unknown_`."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx_models import loudness_gate, loudness_model, tone
+
+from triage.keywords import CLASSES, UNKNOWN
+from triage.model import KeywordModel, ModelError
+from triage.spotter import KeywordSpotter, call_windows
+
+
+def _quiet_then_loud(tmp_path):
+    """A loudness model with a gate between the levels of a quiet and a loud tone (both above the model's
+    keyword level of -110 dB), and the windows of that call."""
+    path = loudness_model(tmp_path, level_db=-110)
+    call = np.concatenate([tone(1.5, amplitude=0.002), tone(1.5, amplitude=0.3)])
+    _, windows = call_windows(KeywordModel(path), call)
+    levels = windows.mean(axis=(1, 2))
+    assert levels.min() > -110 and levels.max() - levels.min() > 20
+    loudness_gate(path, level_db=float(levels.min() + levels.max()) / 2)
+    return path, call, windows, levels
+
+
+def test_windows_the_gate_passes_get_the_full_models_posteriors_the_others_unknown(tmp_path):
+    path, _, windows, levels = _quiet_then_loud(tmp_path)
+    model = KeywordModel(path)
+    keep = model.gate.scores(windows) >= model.gate.threshold
+    assert keep.any() and not keep.all()
+    out, full = model.predict(windows), model.predict_full(windows)
+    np.testing.assert_array_equal(out[keep], full[keep])
+    unknown = np.zeros(len(CLASSES), np.float32)
+    unknown[CLASSES.index(UNKNOWN)] = 1
+    np.testing.assert_array_equal(out[~keep], np.tile(unknown, (int((~keep).sum()), 1)))
+    assert full[~keep, CLASSES.index("incendie")].min() > 0.5  # the full model alone would have fired there
+
+
+def test_a_quiet_call_fires_without_the_gate_and_not_with_it(tmp_path):
+    path = loudness_model(tmp_path, level_db=-110)
+    quiet = tone(2.0, amplitude=0.002)
+    assert [d.keyword for d in KeywordSpotter(KeywordModel(path)).feed(quiet)] == ["incendie"]
+    _, windows = call_windows(KeywordModel(path), quiet)
+    loudness_gate(path, level_db=float(windows.mean(axis=(1, 2)).max()) + 10)
+    gated = KeywordModel(path)
+    assert KeywordSpotter(gated).feed(quiet) == []
+    assert [d.keyword for d in KeywordSpotter(gated).feed(tone(2.0, amplitude=0.3))] == ["incendie"]
+
+
+def test_the_gate_is_part_of_the_model_version(tmp_path):
+    path = loudness_model(tmp_path)
+    plain = KeywordModel(path).version
+    loudness_gate(path, level_db=-50)
+    gated = KeywordModel(path)
+    assert gated.version.startswith(plain + "+gate@") and gated.gate.path.name == "loud_gate.onnx"
+
+
+def test_a_missing_or_different_gate_is_refused_by_name(tmp_path):
+    path = loudness_model(tmp_path)
+    gate = loudness_gate(path, level_db=-50, sha256="0" * 64)
+    with pytest.raises(ModelError, match="loud_gate.onnx: not the gate the manifest was calibrated with"):
+        KeywordModel(path)
+    gate.unlink()
+    with pytest.raises(ModelError, match="loud_gate.onnx: the gate the manifest names is missing"):
+        KeywordModel(path)
