@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 from onnx_models import loudness_model, silence, tone
 
 from triage.model import KeywordModel
-from triage.spotter import KeywordSpotter, score_batch
+from triage.spotter import KeywordSpotter, score_batch, score_rounds
 
 CALL = np.concatenate([silence(2), tone(0.8), silence(2), tone(0.5), silence(1)])
 
@@ -66,7 +66,45 @@ def test_smoothing_delays_but_keeps_detection(tmp_path):
     assert len(dets) >= 1 and dets[0].keyword == "incendie"
 
 
-def test_batch_scoring_equals_scoring_alone(model):
+SKIPPING = {"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0, "skip_below": 0.5, "skip_windows": 2}
+
+
+@pytest.fixture(scope="module")
+def skipping(tmp_path_factory):
+    return KeywordModel(loudness_model(tmp_path_factory.mktemp("skip"), streaming=SKIPPING))
+
+
+def _scored(model, x, sizes):
+    """(detections, windows the model scored, windows due) feeding `x` in chunks of `sizes`."""
+    s, dets, scored, i, k = KeywordSpotter(model), [], 0, 0, 0
+    while i < len(x):
+        s.push(x[i: i + sizes[k % len(sizes)]])
+        found, n = score_rounds(model, [s])
+        dets, scored, i, k = dets + found[0], scored + n, i + sizes[k % len(sizes)], k + 1
+    return dets, scored, s.windows_scored
+
+
+def test_skipping_scores_a_third_of_silence_and_still_detects_each_burst(model, skipping):
+    plain = KeywordSpotter(model).feed(CALL)
+    dets, scored, due = _scored(skipping, CALL, [16000])
+    assert [d.keyword for d in dets] == [d.keyword for d in plain] == ["incendie", "incendie"]
+    # At most the two skipped windows (0.2 s) later than scoring every window.
+    assert all(0 <= d.time - p.time <= 0.2 + 1e-9 for d, p in zip(dets, plain, strict=True))
+    silent = KeywordSpotter(skipping)
+    silent.push(silence(6))
+    _, n = score_rounds(skipping, [silent])
+    assert silent.windows_scored == 51 and n == 17  # one window in three
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=9000), min_size=1, max_size=6))
+def test_skipped_windows_do_not_depend_on_chunking(skipping, sizes):
+    assert _scored(skipping, CALL, sizes) == _scored(skipping, CALL, [len(CALL)])
+
+
+@pytest.mark.parametrize("which", ["model", "skipping"])
+def test_batch_scoring_equals_scoring_alone(request, which):
+    model = request.getfixturevalue(which)
     calls = [CALL, np.roll(CALL, 8000), silence(7), tone(7.0)]
     alone = [KeywordSpotter(model).feed(c) for c in calls]
     spotters = [KeywordSpotter(model) for _ in calls]
@@ -114,9 +152,11 @@ def test_model_without_streaming_section_is_refused(tmp_path, model):
         KeywordSpotter(KeywordModel(path))
 
 
-def test_engine_ticks_over_many_calls_equal_each_call_alone(model):
+@pytest.mark.parametrize("which", ["model", "skipping"])
+def test_engine_ticks_over_many_calls_equal_each_call_alone(request, which):
     """The live engine stacks every call's new frames into one FFT and one model call per tick: the
     detections must be those of each call spotted alone, at 16 kHz PCM as the engine hands them on."""
+    model = request.getfixturevalue(which)
     from triage.audio import encode
     from triage.engine import ScoringEngine
 

@@ -17,7 +17,7 @@ from triage import protocol
 from triage.audio import AudioError, StreamResampler, decode
 from triage.model import KeywordModel
 from triage.protocol import ProtocolError
-from triage.spotter import Detection, KeywordSpotter, accept_batch, take_batch
+from triage.spotter import Detection, KeywordSpotter, score_rounds
 
 
 @dataclass
@@ -116,10 +116,9 @@ class ScoringEngine:
         detections: dict[str, list[Detection]] = {}
         windows = 0
         for model, group in _by_model(due, lambda item: item[1].spotter.model).items():
-            spotters = [a.spotter for _, a in group]
-            counts, stacked = take_batch(spotters)
-            windows += len(stacked)
-            for (cid, _), dets in zip(group, accept_batch(spotters, counts, model.predict(stacked)), strict=True):
+            found, scored = score_rounds(model, [a.spotter for _, a in group])
+            windows += scored
+            for (cid, _), dets in zip(group, found, strict=True):
                 if dets:
                     detections[cid] = dets
         return TickResult(detections, errors, windows, seconds, frames, received)

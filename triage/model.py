@@ -32,10 +32,16 @@ class StreamingParams:
     hop_s: float  # how often a window is scored
     smoothing: int  # posteriors averaged over this many consecutive windows
     refractory_s: float  # the same keyword cannot fire twice within this time
+    # After a window whose likeliest keyword scores below `skip_below`, the next `skip_windows` windows are
+    # not scored and count as `_unknown_`: a keyword's posterior climbs over several windows, so most of
+    # ordinary speech costs the model a third of its windows (training/README.md). Absent: every window.
+    skip_below: float = 0.0
+    skip_windows: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> StreamingParams:
-        return cls(hop_s=float(d["hop_s"]), smoothing=int(d["smoothing"]), refractory_s=float(d["refractory_s"]))
+        return cls(hop_s=float(d["hop_s"]), smoothing=int(d["smoothing"]), refractory_s=float(d["refractory_s"]),
+                   skip_below=float(d.get("skip_below", 0.0)), skip_windows=int(d.get("skip_windows", 0)))
 
 
 def manifest_path_for(onnx_path: Path) -> Path:

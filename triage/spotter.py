@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from triage.features import LogMelStream
-from triage.keywords import KEYWORD_SERVICE
+from triage.keywords import KEYWORD_SERVICE, UNKNOWN
 from triage.model import KeywordModel
 
 
@@ -68,9 +68,18 @@ class KeywordSpotter:
         self._ring_pos = 0
         self._placed = 0  # frames written to the ring so far
         self._due: list[tuple[int, np.ndarray]] = []  # (frames seen when due, window) awaiting a score
-        self._taken: list[tuple[int, np.ndarray]] = []  # handed to a scorer, awaiting `accept`
+        # Handed to a scorer, awaiting `accept`; a window of None is skipped (streaming.skip_windows).
+        self._taken: list[tuple[int, np.ndarray | None]] = []
+        self._skip = 0  # windows still to skip
+        self._skip_after = model.streaming.skip_below if model.streaming.skip_windows else 0.0
+        self._unknown_post = np.zeros(len(model.classes), np.float32)
+        if UNKNOWN in model.classes:
+            self._unknown_post[model.classes.index(UNKNOWN)] = 1.0
+        elif self._skip_after:
+            raise ValueError(f"{model.path}: skipping windows needs an {UNKNOWN} class to count them as")
         self._recent = deque(maxlen=model.streaming.smoothing)
         self._keyword_index = [(i, c) for i, c in enumerate(model.classes) if c in KEYWORD_SERVICE]
+        self._keyword_cols = np.array([i for i, _ in self._keyword_index], dtype=np.intp)
         self.thresholds = dict(model.thresholds if thresholds is None else thresholds)
         self._triggers = {k: Trigger(self.thresholds[k], model.streaming.refractory_s) for _, k in self._keyword_index}
         self.samples_fed = 0
@@ -113,17 +122,37 @@ class KeywordSpotter:
         """Hand the due windows over for scoring; `accept` then takes their posteriors, in order.
 
         Audio pushed between the two is kept for the next round, so scoring may run in a worker
-        thread while the call goes on receiving audio.
+        thread while the call goes on receiving audio. When the manifest skips windows, whether a
+        window is scored depends on the posterior of the one before: then only the windows up to the
+        next one to score are handed over, and `due_windows` says whether another round is needed.
         """
-        self._taken, self._due = self._due, []
-        return [w for _, w in self._taken]
+        if not self._skip_after:
+            self._taken, self._due = self._due, []
+            return [w for _, w in self._taken]
+        taken, i = [], 0
+        while i < len(self._due):
+            seen, window = self._due[i]
+            i += 1
+            if self._skip:
+                self._skip -= 1
+                taken.append((seen, None))
+            else:
+                taken.append((seen, window))
+                break  # the windows after it wait for its posterior
+        self._taken, self._due = taken, self._due[i:]
+        return [w for _, w in self._taken if w is not None]
 
     def accept(self, posteriors: np.ndarray) -> list[Detection]:
         """Posteriors for the windows of the last `take_due`, in order → the detections they trigger."""
-        if len(posteriors) != len(self._taken):
-            raise ValueError(f"expected {len(self._taken)} posterior rows, got {len(posteriors)}")
+        scored = sum(1 for _, w in self._taken if w is not None)
+        if len(posteriors) != scored:
+            raise ValueError(f"expected {scored} posterior rows, got {len(posteriors)}")
         out = []
-        for (seen, _), post in zip(self._taken, posteriors, strict=True):
+        rows = iter(posteriors)
+        for seen, window in self._taken:
+            post = self._unknown_post if window is None else next(rows)
+            if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
+                self._skip = self.model.streaming.skip_windows
             self._recent.append(post)
             smooth = np.mean(self._recent, axis=0)
             self.last_posteriors = smooth
@@ -178,7 +207,24 @@ def accept_batch(spotters: Sequence[KeywordSpotter], counts: list[int],
 
 
 def score_batch(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> list[list[Detection]]:
-    """Score every due window of every spotter with a single model call."""
-    counts, windows = take_batch(spotters)
-    posteriors = model.predict(windows) if windows is not None else np.zeros((0, len(model.classes)), np.float32)
-    return accept_batch(spotters, counts, posteriors)
+    """Score every due window of every spotter, a single model call per round."""
+    return score_rounds(model, spotters)[0]
+
+
+def score_rounds(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> tuple[list[list[Detection]], int]:
+    """(detections per spotter, windows the model scored). One model call per round; there is more than one
+    round only when the manifest skips windows and a spotter held several due windows (a replayed block,
+    or a late tick), so that which windows are scored never depends on how the audio was cut."""
+    out: list[list[Detection]] = [[] for _ in spotters]
+    scored = 0
+    pending = list(range(len(spotters)))
+    while pending:
+        group = [spotters[i] for i in pending]
+        counts, windows = take_batch(group)
+        posteriors = (model.predict(windows) if windows is not None
+                      else np.zeros((0, len(model.classes)), np.float32))
+        scored += len(posteriors)
+        for i, dets in zip(pending, accept_batch(group, counts, posteriors), strict=True):
+            out[i] += dets
+        pending = [i for i in pending if spotters[i].due_windows]
+    return out, scored
