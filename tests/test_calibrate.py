@@ -37,3 +37,29 @@ def test_fast_firing_is_exactly_the_spotters_trigger(scores, threshold, refracto
     trig = Trigger(threshold, refractory)
     expected = [t for t, s in zip(times, scores, strict=True) if trig.step(float(t), float(s))]
     assert fire_times(times, np.array(scores), threshold, refractory) == expected
+
+
+def test_skip_mask_is_the_spotters_window_skipping(tmp_path):
+    from onnx_models import loudness_model, silence, tone
+
+    from training.calibrate import skip_mask
+    from triage.keywords import CLASSES, UNKNOWN
+    from triage.model import KeywordModel
+    from triage.spotter import KeywordSpotter, score_rounds
+
+    call = np.concatenate([silence(2), tone(0.8), silence(1.3), tone(0.5), silence(2.2), tone(1.7)])
+    (tmp_path / "every").mkdir()
+    every = KeywordModel(loudness_model(tmp_path / "every"))
+    skip = {"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0, "skip_below": 0.5, "skip_windows": 2}
+    skipping = KeywordModel(loudness_model(tmp_path, streaming=skip))
+    raw = KeywordSpotter(every, trace=True)
+    raw.feed(call)
+    posts = np.stack([p for _, p in raw.trace])
+    s = KeywordSpotter(skipping, trace=True)
+    s.push(call)
+    _, scored = score_rounds(skipping, [s])
+    got = np.stack([p for _, p in s.trace])
+    keep = skip_mask(skipping, posts, 0.5, 2)
+    assert 0 < scored == keep.sum() < len(keep)
+    np.testing.assert_array_equal(got[keep], posts[keep])
+    assert (got[~keep, CLASSES.index(UNKNOWN)] == 1).all()

@@ -33,6 +33,8 @@ SENTENCES_WITH_KEYWORDS = 800  # per held-out split, 85 % with a keyword
 SENTENCES_WITHOUT = 1500  # per held-out split: keyword-free speech for false alarms
 GRID = np.round(np.r_[np.arange(0.30, 0.99, 0.01), 0.992, 0.994, 0.996, 0.998, 0.999, 0.9995, 0.9998, 0.9999], 5)
 SMOOTHING = (1, 2, 3, 4)
+SKIP_BELOW = (0.05, 0.1, 0.2, 0.3, 0.5)
+SKIP_WINDOWS = (1, 2, 3)
 
 
 @dataclass
@@ -104,7 +106,7 @@ def _traced(model: KeywordModel, name: str, samples: np.ndarray, label: CallLabe
 
 
 def raw_streams(model: KeywordModel, calls_dir: Path, negatives) -> list[Stream]:
-    raw = dataclasses.replace(model.streaming, smoothing=1)
+    raw = dataclasses.replace(model.streaming, smoothing=1, skip_windows=0)  # every window, as it came
     model.streaming, kept = raw, model.streaming
     try:
         labels = load_labels(calls_dir / "labels.jsonl")
@@ -207,6 +209,55 @@ def choose(model: KeywordModel, dev: list[Stream], target_fa_per_hour: float) ->
                            "smoothing": k, "dev_recall": recalls}
 
 
+def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int) -> np.ndarray:
+    """Which windows of a stream the spotter scores with the manifest's `skip_below` and `skip_windows`
+    (triage.spotter.KeywordSpotter.take_due: after a scored window whose likeliest keyword is below
+    `below`, the next `windows` are not scored); tests/test_calibrate.py holds the two equal."""
+    top = posts[:, [model.classes.index(k) for k in model.keywords]].max(axis=1)
+    keep = np.zeros(len(posts), bool)
+    skip = 0
+    for i, t in enumerate(top):
+        if skip:
+            skip -= 1
+            continue
+        keep[i] = True
+        if t < below:
+            skip = windows
+    return keep
+
+
+def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int) -> dict:
+    """Detections and false alarms with the manifest's smoothing and thresholds when windows are skipped,
+    and the share of windows the model still scores."""
+    unknown = model.classes.index("_unknown_")
+    posts, scored, total = [], 0, 0
+    for s in streams:
+        keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
+        p = s.posts.copy()
+        p[~keep] = 0
+        p[~keep, unknown] = 1
+        posts.append(p)
+        scored, total = scored + int(keep.sum()), total + len(keep)
+    hits = fas = 0
+    for kw in model.keywords:
+        i = model.classes.index(kw)
+        h, _, f, _ = counts(streams, [smoothed(p, model.streaming.smoothing)[:, i] for p in posts], kw,
+                            model.thresholds[kw], model.streaming.refractory_s)
+        hits, fas = hits + h, fas + f
+    return {"skip_below": below, "skip_windows": windows, "windows_scored": round(scored / max(total, 1), 4),
+            "detections": hits, "false_alarms": fas}
+
+
+def choose_skipping(model: KeywordModel, dev: list[Stream], max_loss: float) -> tuple[dict, list[dict]]:
+    """The window skipping that scores the fewest dev windows while keeping all but `max_loss` of the dev
+    detections of scoring every window, with no more dev false alarms."""
+    full = skipping(model, dev, 0.0, 0)
+    rows = [skipping(model, dev, b, w) for b in SKIP_BELOW for w in SKIP_WINDOWS]
+    ok = [r for r in rows if r["detections"] >= full["detections"] * (1 - max_loss)
+          and r["false_alarms"] <= full["false_alarms"]]
+    return min(ok, key=lambda r: r["windows_scored"], default=full), [full, *rows]
+
+
 def evaluate_test(model: KeywordModel, calls_dir: Path, negatives) -> dict:
     """The live core with the shipped manifest on the test material: calls and keyword-free speech."""
     labels = load_labels(calls_dir / "labels.jsonl")
@@ -278,31 +329,48 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-fa-per-hour", type=float, default=0.5)
     ap.add_argument("--baseline", type=Path, default=None,
                     help="an earlier model (.onnx + manifest) measured on the same test material, for comparison")
+    ap.add_argument("--keep-thresholds", action="store_true",
+                    help="keep the manifest's smoothing and thresholds; choose only the window skipping")
+    ap.add_argument("--skip-max-loss", type=float, default=0.0025,
+                    help="share of the dev detections window skipping may lose (0: score every window)")
     args = ap.parse_args(argv)
     t0 = time.time()
     model = KeywordModel(args.model)
     dev_dir, dev_neg = material(args.data, "dev")
     dev = raw_streams(model, dev_dir, dev_neg)
-    k, thresholds, calibration = choose(model, dev, args.target_fa_per_hour)
 
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    manifest["thresholds"] = thresholds
-    manifest["streaming"]["smoothing"] = k
-    manifest.setdefault("metrics", {})["calibration"] = {
-        "method": "smoothing and per-keyword thresholds with the highest mean recall on the dev material such "
-                  f"that no keyword exceeds its share of {args.target_fa_per_hour} false alarms per hour there",
-        "material": "dev voices (never trained on): running-speech calls on a phone line with noise, keyword-free "
-                    "speech of the same voices, 75% of the real French prompts",
-        **calibration}
+    if not args.keep_thresholds:
+        k, thresholds, calibration = choose(model, dev, args.target_fa_per_hour)
+        manifest["thresholds"] = thresholds
+        manifest["streaming"]["smoothing"] = k
+        manifest.setdefault("metrics", {})["calibration"] = {
+            "method": "smoothing and per-keyword thresholds with the highest mean recall on the dev material such "
+                      f"that no keyword exceeds its share of {args.target_fa_per_hour} false alarms per hour there",
+            "material": "dev voices (never trained on): running-speech calls on a phone line with noise, "
+                        "keyword-free speech of the same voices, 75% of the real French prompts",
+            **calibration}
+        mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(json.dumps(calibration, indent=1, ensure_ascii=False))
+        model = KeywordModel(args.model)  # skipping is measured with these thresholds
+    k = model.streaming.smoothing
+    chosen, rows = choose_skipping(model, dev, args.skip_max_loss)
+    manifest["streaming"].update(skip_below=chosen["skip_below"], skip_windows=chosen["skip_windows"])
+    manifest.setdefault("metrics", {}).setdefault("calibration", {})["skipping"] = {
+        "method": "the skip_below and skip_windows that score the fewest dev windows while keeping all but "
+                  f"{100 * args.skip_max_loss:g} % of the dev detections of scoring every window, with no more "
+                  "dev false alarms", "dev": rows}
     mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(json.dumps(calibration, indent=1, ensure_ascii=False))
+    print(json.dumps({"skipping": chosen}, ensure_ascii=False))
 
-    model = KeywordModel(args.model)  # reload: the spotter reads thresholds and smoothing from the manifest
+    model = KeywordModel(args.model)  # reload: the spotter reads thresholds, smoothing and skipping from it
     test_dir, test_neg = material(args.data, "test")
     report = evaluate_test(model, test_dir, test_neg)
     test = raw_streams(model, test_dir, test_neg)
-    report["per_keyword"] = per_keyword(model, test, k)
+    report["per_keyword"] = per_keyword(model, test, k)  # every window scored (raw_streams)
+    report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"]),
+                          "every_window": skipping(model, test, 0.0, 0)}
     plot_det(model, test, k, args.model.with_name(args.model.stem + "_det.png"))
     manifest["metrics"]["streaming_test"] = {
         "material": "test voices (never trained on, nothing tuned on them): running-speech calls (8 kHz G.711, "
