@@ -4,7 +4,9 @@ The event loop only `receive`s frames: a length check and an append, O(1) per fr
 of calls' frames and keepalive pings never wait behind signal processing. A `tick` (every 100 ms,
 in a worker thread) then takes each call's new bytes in one piece — one decode, one resampler call,
 one log-mel call per call instead of one per 20 ms frame — and scores the due windows of all calls
-in a single model call. No clock, no socket: time is samples received / sample rate.
+in a single model call (a call holding several due windows whose scoring depends on the one before, under
+the manifest's window skipping, takes a round more). No clock, no socket: time is samples received /
+sample rate.
 """
 
 from __future__ import annotations

@@ -1,0 +1,188 @@
+"""A cheap keyword-or-not gate in front of the full model (issue #10): `python -m training.gate`.
+
+The full model costs about 0.33 ms of CPU per window, ten windows per second of every call: two thirds of
+the live service's CPU. Most windows of a call hold no keyword, and the full model's keyword posteriors
+there end far below its thresholds. The gate is a network an order of magnitude cheaper that scores every
+window; the full model scores only the windows where the gate's score reaches the gate threshold, and the
+others count as `_unknown_` (triage.model.KeywordModel.predict).
+
+  1. targets: the full model's keyword probability mass (1 - p(_unknown_) - p(_silence_)) on the cached
+     training windows of `python -m training`, raised to 1 on windows labelled with a keyword: the gate
+     learns to pass what the full model would score high (distillation) and every real keyword
+  2. a small depthwise-separable CNN (log-mel pooled 2x2 first) trained on them with binary cross-entropy
+  3. the threshold, chosen on the dev material (voices neither network trained on): the highest one at
+     which the gated model keeps all but `--max-loss` of the full model's dev detections and adds no false
+     alarm; the test material then gives the figures, the share of windows the full model still scores
+     among them
+  4. written as kws12_gate.onnx beside the model, named with its threshold in the model's manifest
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from training import dataset, export, models
+from training.calibrate import Stream, counts, material
+from triage.audio import read_wav_16k
+from triage.model import KeywordModel, manifest_path_for
+from triage.replay import load_labels
+from triage.spotter import call_windows
+
+ROOT = Path(__file__).resolve().parent.parent
+TAUS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def training_windows(stages: Path, per_keyword: int, speech_train: int, speech_passes: int) -> tuple[np.ndarray,
+                                                                                                       np.ndarray]:
+    """The isolated-word and running-speech windows `python -m training` cached (float16 log-mel, labels)."""
+    paths = [stages / f"kws_train_v{dataset.VERSION}_{per_keyword}.npz",
+             stages / f"speech_train_{speech_train}x{speech_passes}.npz"]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise SystemExit(f"training windows not found: {', '.join(missing)} (run `python -m training` first)")
+    xs, ys = [], []
+    for p in paths:
+        with np.load(p) as z:
+            xs.append(z["x"])
+            ys.append(z["y"])
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def targets(model: KeywordModel, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """How sure the full model is of its likeliest keyword, mapped so that the gate learns where it may
+    fire: 0 up to a posterior of 0.5, rising to 1 at 0.95 (every threshold is above 0.99)."""
+    kw = [model.classes.index(k) for k in model.keywords]
+    top = np.concatenate([model.predict_full(x[i: i + batch].astype(np.float32))[:, kw].max(axis=1)
+                          for i in tqdm(range(0, len(x), batch), desc="full-model targets", unit="batch")])
+    return np.clip((top - 0.5) / 0.45, 0, 1).astype(np.float32)
+
+
+def train(x: np.ndarray, target: np.ndarray, width: int, epochs: int, seed: int = 0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    norm = x[rng.choice(len(x), size=min(len(x), 4000), replace=False)].astype(np.float32)
+    gate = models.ds_cnn(x.shape[1:], 1, norm, width=width, blocks="1x1,2x1,1x1", input_pool=(2, 2),
+                         conv0_kernel=(5, 3))
+    batch = 128
+    lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=epochs * (len(x) // batch + 1), alpha=0.02)
+    gate.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy")
+    log(f"training the gate: {len(x)} windows, {epochs} epochs, {gate.count_params()} parameters")
+    gate.fit(x[..., None].astype(np.float32), target, epochs=epochs, batch_size=batch, shuffle=True, verbose=2)
+    return gate
+
+
+def scored_streams(model: KeywordModel, calls_dir: Path, negatives) -> tuple[list[Stream], list[np.ndarray]]:
+    """Every window of the material scored by the full model (posteriors) and by the gate (scores)."""
+    labels = load_labels(calls_dir / "labels.jsonl")
+    items = [(f, read_wav_16k(calls_dir / f), lbl) for f, lbl in labels.items()]
+    items += [(name, x, None) for name, x in negatives]
+    streams, gate_scores = [], []
+    rate = model.features.sample_rate
+    for name, samples, lbl in tqdm(items, desc=f"scoring {calls_dir.name}", unit="stream"):
+        times, windows = call_windows(model, samples)
+        streams.append(Stream(name, len(samples) / rate, times, model.predict_full(windows), lbl))
+        gate_scores.append(model.gate.scores(windows) if len(windows) else np.zeros(0, np.float32))
+    return streams, gate_scores
+
+
+def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarray], tau: float) -> dict:
+    """Recall, false alarms and the share of windows the full model scores, with the gate at `tau`
+    (the manifest's smoothing and thresholds)."""
+    k = model.streaming.smoothing
+    if k != 1:
+        raise SystemExit(f"the gate is measured with smoothing 1; this manifest smooths over {k} windows")
+    unknown = model.classes.index("_unknown_")
+    hits = total = fas = passed = windows = 0
+    outs = []
+    for s, g in zip(streams, gate_scores, strict=True):
+        keep = g >= tau
+        posts = s.posts.copy()
+        posts[~keep] = 0
+        posts[~keep, unknown] = 1
+        passed += int(keep.sum())
+        windows += len(keep)
+        outs.append(posts)
+    for kw in model.keywords:
+        i = model.classes.index(kw)
+        h, t, f, _ = counts(streams, [p[:, i] for p in outs], kw, model.thresholds[kw], model.streaming.refractory_s)
+        hits, total, fas = hits + h, total + t, fas + f
+    return {"tau": tau, "windows_scored_by_full_model": round(passed / max(windows, 1), 4), "hits": hits,
+            "keywords": total, "recall": round(hits / max(total, 1), 4), "false_alarms": fas}
+
+
+def choose_tau(model: KeywordModel, dev: list[Stream], dev_gate: list[np.ndarray], max_loss: float) -> tuple[float,
+                                                                                                          list]:
+    ungated = gated(model, dev, [np.ones(len(s.times), np.float32) for s in dev], 0.0)
+    rows = [gated(model, dev, dev_gate, t) for t in TAUS]
+    for r in rows:
+        log(f"dev τ {r['tau']}: {r}")
+    ok = [r for r in rows if r["hits"] >= ungated["hits"] * (1 - max_loss) and r["false_alarms"] <= ungated[
+        "false_alarms"]]
+    if not ok:
+        raise SystemExit(f"no gate threshold keeps {1 - max_loss:.1%} of the dev detections: {rows}")
+    return ok[-1]["tau"], [ungated, *rows]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.gate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=ROOT / "models" / "kws12.onnx", help="the calibrated full model")
+    ap.add_argument("--data", type=Path, default=ROOT / "data")
+    ap.add_argument("--width", type=int, default=32, help="the gate's channels")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--max-loss", type=float, default=0.005,
+                    help="share of the full model's dev detections the gate may lose")
+    ap.add_argument("--per-keyword", type=int, default=1000, help="as given to `python -m training`")
+    ap.add_argument("--speech-train", type=int, default=8000, help="as given to `python -m training`")
+    ap.add_argument("--speech-passes", type=int, default=2, help="as given to `python -m training`")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+
+    model = KeywordModel(args.model)
+    x, y = training_windows(args.data / "stages", args.per_keyword, args.speech_train, args.speech_passes)
+    target = targets(model, x)
+    log(f"{len(x)} training windows, mean target {target.mean():.3f}, {np.mean(target == 1):.3f} at 1")
+    net = train(x, target, args.width, args.epochs)
+    gate_path = args.model.with_name(args.model.stem + "_gate.onnx")
+    export.to_onnx(net, model.features, gate_path)
+
+    mpath = manifest_path_for(args.model)
+    manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    manifest["gate"] = {"file": gate_path.name, "threshold": 0.0}
+    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    model = KeywordModel(args.model)
+
+    dev, dev_gate = scored_streams(model, *material(args.data, "dev"))
+    tau, dev_rows = choose_tau(model, dev, dev_gate, args.max_loss)
+    test, test_gate = scored_streams(model, *material(args.data, "test"))
+    test_rows = [gated(model, test, [np.ones(len(s.times), np.float32) for s in test], 0.0)] + [
+        gated(model, test, test_gate, t) for t in TAUS]
+    for r in test_rows:
+        log(f"test τ {r['tau']}: {r}")
+    manifest["gate"] = {
+        "file": gate_path.name, "threshold": tau,
+        "sha256": hashlib.sha256(gate_path.read_bytes()).hexdigest(),
+        "method": f"a width-{args.width} depthwise-separable CNN on 2x2-pooled log-mel, distilled from this model's "
+                  "keyword probability mass on its training windows; threshold: the highest keeping all but "
+                  f"{100 * args.max_loss:.1f} % of this model's dev detections with no added dev false alarm",
+        "dev": dev_rows, "test": test_rows, "seconds": round(time.time() - t0)}
+    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    log(f"gate threshold {tau} written to {mpath} ({time.time() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
