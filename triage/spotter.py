@@ -154,7 +154,8 @@ class KeywordSpotter:
             if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
                 self._skip = self.model.streaming.skip_windows
             self._recent.append(post)
-            smooth = np.mean(self._recent, axis=0)
+            # np.mean of a deque costs more than the rest of a window's bookkeeping: skip it when k is 1
+            smooth = post if self._recent.maxlen == 1 else np.mean(self._recent, axis=0)
             self.last_posteriors = smooth
             self.windows_scored += 1
             t = self._ends_at(seen)
