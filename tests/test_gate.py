@@ -63,3 +63,33 @@ def test_a_missing_or_different_gate_is_refused_by_name(tmp_path):
     gate.unlink()
     with pytest.raises(ModelError, match="loud_gate.onnx: the gate the manifest names is missing"):
         KeywordModel(path)
+
+
+def test_the_offline_gate_measurement_is_what_the_spotter_does(tmp_path):
+    """training.gate.gated predicts, from every window's full-model posteriors and gate score, which windows
+    the full model scores and what fires under window skipping: the live spotter must do exactly that."""
+    from training.calibrate import Stream
+    from training.gate import gated
+    from triage.spotter import score_rounds
+
+    skip = {"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0, "skip_below": 0.5, "skip_windows": 2}
+    path = loudness_model(tmp_path, level_db=-110, streaming=skip)
+    call = np.concatenate([tone(1.2, amplitude=0.002), tone(0.4, amplitude=0.3), tone(1.5, amplitude=0.002),
+                           tone(0.2, amplitude=0.3), tone(2.5, amplitude=0.0)])
+    model = KeywordModel(path)
+    times, windows = call_windows(model, call)
+    levels = windows.mean(axis=(1, 2))
+    loudness_gate(path, level_db=float(np.median(levels)), threshold=0.5)
+    model = KeywordModel(path)
+    offline = gated(model, [Stream("c", len(call) / 16000, times, model.predict_full(windows), None)],
+                    [model.gate.scores(windows)], 0.5)
+
+    rows = []
+    full = model.predict_full
+    model.predict_full = lambda x: (rows.append(len(x)), full(x))[1]
+    spotter = KeywordSpotter(model)
+    spotter.push(call)
+    found, _ = score_rounds(model, [spotter])
+    assert 0 < sum(rows) < len(windows)
+    assert sum(rows) == round(offline["windows_scored_by_full_model"] * len(windows))
+    assert len(found[0]) == offline["false_alarms"] > 0
