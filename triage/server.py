@@ -476,8 +476,13 @@ class TriageServer:
     # -- scoring -----------------------------------------------------------------------------------
     async def _scoring_loop(self) -> None:
         level_every, last_level = 0.25, 0.0
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(self.config.score_interval_s)
+            # A fixed cadence, not a fixed pause: pausing a whole interval after each tick stretched the
+            # period to interval + tick time, and every detection waited that much longer at 100 calls.
+            due = max(due + self.config.score_interval_s, loop.time())
+            await asyncio.sleep(due - loop.time())
             try:
                 await self._score_once()
             except Exception:  # never let one bad batch stop scoring for every call
