@@ -14,6 +14,9 @@ from functools import cached_property
 import numpy as np
 
 AMIN = 1e-10
+# Rows per FFT-and-mel pass: 1 000 frames (a 10 s replay block, or 100 live calls' tick) in one pass took
+# 7.9 ms here, in passes of 128 3.3 ms, its temporaries staying in cache.
+OF_FRAMED_ROWS = 128
 
 
 @dataclass(frozen=True)
@@ -112,11 +115,12 @@ class LogMel:
     def of_framed(self, framed: np.ndarray) -> np.ndarray:
         """Log-mel of windowed frames, which may come from many calls stacked: one FFT and one matrix
         product for all of them (the live engine batches every call's new frames this way)."""
-        if len(framed) == 0:
-            return np.zeros((0, self.params.n_mels), dtype=np.float32)
-        spec = np.fft.rfft(framed, axis=1)
-        power = spec.real**2 + spec.imag**2
-        return (10.0 * np.log10(np.maximum(power @ self._mel_t, AMIN))).astype(np.float32)
+        if len(framed) <= OF_FRAMED_ROWS:
+            spec = np.fft.rfft(framed, axis=1)
+            power = spec.real**2 + spec.imag**2
+            return (10.0 * np.log10(np.maximum(power @ self._mel_t, AMIN))).astype(np.float32)
+        return np.concatenate([self.of_framed(framed[i: i + OF_FRAMED_ROWS])
+                               for i in range(0, len(framed), OF_FRAMED_ROWS)])
 
 
 class LogMelStream:
