@@ -93,3 +93,19 @@ def test_the_offline_gate_measurement_is_what_the_spotter_does(tmp_path):
     assert 0 < sum(rows) < len(windows)
     assert sum(rows) == round(offline["windows_scored_by_full_model"] * len(windows))
     assert len(found[0]) == offline["false_alarms"] > 0
+
+
+def test_adapt_places_the_gate_beside_an_adapted_model_and_never_overwrites_another(tmp_path):
+    from triage.adapt import AdaptError, _place_gate
+
+    path = loudness_model(tmp_path, level_db=-110)
+    gate = loudness_gate(path, level_db=-50)
+    out = tmp_path / "adapted"
+    out.mkdir()
+    _place_gate(gate, out)
+    _place_gate(gate, out)  # again: already there, the same bytes
+    _place_gate(gate, tmp_path)  # its own directory
+    assert (out / gate.name).read_bytes() == gate.read_bytes()
+    (out / gate.name).write_bytes(b"another gate")
+    with pytest.raises(AdaptError, match="another gate already has this name"):
+        _place_gate(gate, out)

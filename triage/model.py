@@ -33,8 +33,9 @@ class StreamingParams:
     smoothing: int  # posteriors averaged over this many consecutive windows
     refractory_s: float  # the same keyword cannot fire twice within this time
     # After a window whose likeliest keyword scores below `skip_below`, the next `skip_windows` windows are
-    # not scored and count as `_unknown_`: a keyword's posterior climbs over several windows, so most of
-    # ordinary speech costs the model a third of its windows (training/README.md). Absent: every window.
+    # not scored and count as `_unknown_`: a keyword's posterior climbs over several windows, so the model
+    # scores about half the windows of running speech for the same detections (training/README.md).
+    # Absent: every window is scored.
     skip_below: float = 0.0
     skip_windows: int = 0
 
@@ -67,8 +68,8 @@ def _session(path: Path, threads: int):
 
 def _run_batched(session, x: np.ndarray) -> np.ndarray:
     """(N, frames, n_mels) float32 → the session's (N, ...) output. One session call per few windows:
-    measured on one core, 8 windows a call cost 134 µs each and 256 a call 259 µs each (the activations
-    of big batches fall out of cache)."""
+    measured on one core with v5.1, 8 windows a call cost 328 µs each and 64 a call 369 µs each (the
+    activations of big batches fall out of cache)."""
     inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
     x = x[..., None]
     return np.concatenate([session.run([out], {inp: x[i: i + MAX_BATCH]})[0] for i in range(0, len(x), MAX_BATCH)])
@@ -138,6 +139,8 @@ class KeywordModel:
                              f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
         self.gate: KeywordGate | None = None
         if "gate" in manifest:
+            if UNKNOWN not in self.classes:
+                raise ModelError(f"{mpath}: a gate needs an {UNKNOWN} class for the windows it turns away")
             try:
                 g = manifest["gate"]
                 self.gate = KeywordGate(self.path.parent / g["file"], float(g["threshold"]), g.get("sha256"),
@@ -145,7 +148,7 @@ class KeywordModel:
             except (KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"{mpath}: the manifest's gate is missing or has a bad field: {e}") from None
             self.version += f"+gate@{self.gate.digest}"
-        self._unknown = self.classes.index(UNKNOWN) if UNKNOWN in self.classes else None
+        self._unknown = self.classes.index(UNKNOWN) if self.gate else None
 
     @staticmethod
     def _windows(windows: np.ndarray) -> np.ndarray:
@@ -163,7 +166,7 @@ class KeywordModel:
         """(N, frames, n_mels) log-mel windows → (N, n_classes) class probabilities. With a gate, windows it
         turns away are `_unknown_` with certainty and cost the full model nothing."""
         x = self._windows(windows)
-        if self.gate is None or self._unknown is None or len(x) == 0:
+        if self.gate is None or len(x) == 0:
             return self.predict_full(x)
         keep = self.gate.scores(x) >= self.gate.threshold
         out = np.zeros((len(x), len(self.classes)), dtype=np.float32)
