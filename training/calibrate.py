@@ -25,6 +25,7 @@ from training.augment import Banks, make_rirs, telephone
 from training.calls import degrade, speech_calls
 from training.dataset import _split_half
 from triage.audio import TARGET_RATE, read_wav_16k
+from triage.keywords import UNKNOWN
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import MATCH_AFTER_END_S, CallLabel, load_labels, replay_samples, score
 
@@ -229,7 +230,7 @@ def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int
 def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int) -> dict:
     """Detections and false alarms with the manifest's smoothing and thresholds when windows are skipped,
     and the share of windows the model still scores."""
-    unknown = model.classes.index("_unknown_")
+    unknown = model.classes.index(UNKNOWN)
     posts, scored, total = [], 0, 0
     for s in streams:
         keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
