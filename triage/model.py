@@ -53,26 +53,30 @@ def default_model_path() -> Path:
     return Path(os.environ.get("TRIAGE_MODEL", DEFAULT_MODEL))
 
 
-def _session(path: Path, threads: int):
-    import onnxruntime as ort
+class _OnnxNetwork:
+    """One ONNX file in an onnxruntime session on `threads` threads: log-mel windows in, its output out."""
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # onnxruntime raises its own untyped errors
-        raise ModelError(f"{path}: onnxruntime cannot load it: {e}") from None
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
 
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path}: onnxruntime cannot load it: {e}") from None
+        self.input_shape = self.session.get_inputs()[0].shape
+        self._input, self._output = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
 
-def _run_batched(session, x: np.ndarray) -> np.ndarray:
-    """(N, frames, n_mels) float32 → the session's (N, ...) output. One session call per few windows:
-    measured on one core with v5.1, 8 windows a call cost 328 µs each and 64 a call 369 µs each (the
-    activations of big batches fall out of cache)."""
-    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
-    x = x[..., None]
-    return np.concatenate([session.run([out], {inp: x[i: i + MAX_BATCH]})[0] for i in range(0, len(x), MAX_BATCH)])
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """(N, frames, n_mels) float32 → (N, ...). One session call per few windows: measured on one core
+        with v5.1, 8 windows a call cost 328 µs each and 64 a call 369 µs each (the activations of big
+        batches fall out of cache)."""
+        x = x[..., None]
+        return np.concatenate([self.session.run([self._output], {self._input: x[i: i + MAX_BATCH]})[0]
+                               for i in range(0, len(x), MAX_BATCH)])
 
 
 class KeywordGate:
@@ -88,14 +92,14 @@ class KeywordGate:
             raise ModelError(f"{path}: not the gate the manifest was calibrated with (sha256 differs)")
         self.path, self.threshold = path, threshold
         self.digest = hashlib.sha256(data).hexdigest()[:12]
-        self._session = _session(path, threads)
-        shape = self._session.get_inputs()[0].shape
+        self._network = _OnnxNetwork(path, threads)
+        shape = self._network.input_shape
         if tuple(shape[1:3]) != expected:
             raise ModelError(f"{path}: gate input shape {shape} does not match the manifest's features")
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
-        return _run_batched(self._session, windows).reshape(-1)
+        return self._network.run(windows).reshape(-1)
 
 
 class KeywordModel:
@@ -131,11 +135,11 @@ class KeywordModel:
         # One filterbank and window for every call this model scores.
         self.extractor = LogMel(self.features)
 
-        self._session = _session(self.path, threads)
-        inp = self._session.get_inputs()[0]
+        self._network = _OnnxNetwork(self.path, threads)
+        shape = self._network.input_shape
         expected = (self.features.window_frames, self.features.n_mels)
-        if tuple(inp.shape[1:3]) != expected:
-            raise ModelError(f"{self.path}: input shape {inp.shape} does not match the manifest's features "
+        if tuple(shape[1:3]) != expected:
+            raise ModelError(f"{self.path}: input shape {shape} does not match the manifest's features "
                              f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
         self.gate: KeywordGate | None = None
         if "gate" in manifest:
@@ -160,7 +164,7 @@ class KeywordModel:
         x = self._windows(windows)
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), dtype=np.float32)
-        return _run_batched(self._session, x)
+        return self._network.run(x)
 
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) log-mel windows → (N, n_classes) class probabilities. With a gate, windows it
