@@ -227,6 +227,14 @@ def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int
     return keep
 
 
+def as_unknown(posts: np.ndarray, scored: np.ndarray, unknown: int) -> np.ndarray:
+    """The posteriors with every window not scored (`scored` False) as the spotter counts it: `_unknown_`."""
+    out = posts.copy()
+    out[~scored] = 0
+    out[~scored, unknown] = 1
+    return out
+
+
 def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int) -> dict:
     """Detections and false alarms with the manifest's smoothing and thresholds when windows are skipped,
     and the share of windows the model still scores."""
@@ -234,10 +242,7 @@ def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: 
     posts, scored, total = [], 0, 0
     for s in streams:
         keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
-        p = s.posts.copy()
-        p[~keep] = 0
-        p[~keep, unknown] = 1
-        posts.append(p)
+        posts.append(as_unknown(s.posts, keep, unknown))
         scored, total = scored + int(keep.sum()), total + len(keep)
     hits = fas = 0
     for kw in model.keywords:

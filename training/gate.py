@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import dataset, export, models
-from training.calibrate import Stream, material, skip_mask, skipping
+from training.calibrate import Stream, as_unknown, material, skip_mask, skipping
 from triage.audio import read_wav_16k
 from triage.keywords import UNKNOWN
 from triage.model import KeywordModel, manifest_path_for
@@ -111,9 +111,7 @@ def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarr
     out, full, total = [], 0, 0
     for s, g in zip(streams, gate_scores, strict=True):
         keep = g >= tau
-        posts = s.posts.copy()
-        posts[~keep] = 0
-        posts[~keep, unknown] = 1
+        posts = as_unknown(s.posts, keep, unknown)
         out.append(dataclasses.replace(s, posts=posts))
         scored = skip_mask(model, posts, st.skip_below, st.skip_windows) if st.skip_windows else np.ones_like(keep)
         full, total = full + int((scored & keep).sum()), total + len(keep)
