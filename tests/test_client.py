@@ -107,3 +107,34 @@ def test_call_with_unreadable_file_says_which_file(tmp_path):
     r = subprocess.run([sys.executable, "-m", "triage.cli", "call", str(bad)], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 1 and "bad.wav: not a readable audio file" in r.stderr
+
+
+def test_a_send_that_fails_leaves_no_listener_error_unretrieved():
+    """The line drops: the listener ends with ConnectionClosed while a send fails too. The send's error
+    propagates (the caller resumes), and asyncio has nothing "never retrieved" to print (it did on Ctrl-C
+    in `triage demo`)."""
+    import gc
+
+    from websockets.exceptions import ConnectionClosedError
+
+    class DroppedLine:
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self):
+            raise ConnectionClosedError(None, None)
+
+        async def send(self, data):
+            await asyncio.sleep(0.01)  # the listener has ended by now
+            raise ConnectionClosedError(None, None)
+
+    async def main():
+        unretrieved = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: unretrieved.append(ctx["message"]))
+        with pytest.raises(ConnectionClosedError):
+            await client._send_and_listen(DroppedLine(), b"\\0" * 1600, 0, 160, 8000, 1, 1.0, lambda ev: None)
+        gc.collect()
+        await asyncio.sleep(0)
+        return unretrieved
+
+    assert asyncio.run(main()) == []

@@ -124,18 +124,26 @@ async def _send_and_listen(ws, data, start, frame, rate, width, speed, on_event)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     pos = start
-    while pos < len(data):
-        if listener.done():
-            break
-        await ws.send(data[pos: pos + frame])
-        pos += frame
-        sent_s = (pos - start) / width / rate
-        delay = t0 + sent_s / speed - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-    if not listener.done():
-        await ws.send(json.dumps({"type": "stop"}))
-    await listener  # raises ConnectionClosed if the line dropped before the summary: the caller resumes
+    try:
+        while pos < len(data):
+            if listener.done():
+                break
+            await ws.send(data[pos: pos + frame])
+            pos += frame
+            sent_s = (pos - start) / width / rate
+            delay = t0 + sent_s / speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if not listener.done():
+            await ws.send(json.dumps({"type": "stop"}))
+        await listener  # raises ConnectionClosed if the line dropped before the summary: the caller resumes
+    finally:
+        # When sending failed or was cancelled (Ctrl-C), the listener's own end is not the error that
+        # propagates: stop it, or mark its error seen, so that asyncio never prints it as "never retrieved".
+        if not listener.done():
+            listener.cancel()
+        elif not listener.cancelled():
+            listener.exception()
     if not summary:
         raise ConnectionClosed(None, None)
     return summary
