@@ -109,3 +109,15 @@ def test_adapt_places_the_gate_beside_an_adapted_model_and_never_overwrites_anot
     (out / gate.name).write_bytes(b"another gate")
     with pytest.raises(AdaptError, match="another gate already has this name"):
         _place_gate(gate, out)
+
+
+def test_skipping_or_a_gate_without_an_unknown_class_is_refused_at_load(tmp_path):
+    import json
+
+    path = loudness_model(tmp_path, streaming={"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0,
+                                               "skip_below": 0.1, "skip_windows": 2})
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    manifest["classes"] = [c for c in manifest["classes"] if c != UNKNOWN]
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="needs an _unknown_ class"):
+        KeywordModel(path)

@@ -25,7 +25,6 @@ from training.augment import Banks, make_rirs, telephone
 from training.calls import degrade, speech_calls
 from training.dataset import _split_half
 from triage.audio import TARGET_RATE, read_wav_16k
-from triage.keywords import UNKNOWN
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import MATCH_AFTER_END_S, CallLabel, load_labels, replay_samples, score
 
@@ -227,22 +226,20 @@ def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int
     return keep
 
 
-def as_unknown(posts: np.ndarray, scored: np.ndarray, unknown: int) -> np.ndarray:
+def as_unknown(model: KeywordModel, posts: np.ndarray, scored: np.ndarray) -> np.ndarray:
     """The posteriors with every window not scored (`scored` False) as the spotter counts it: `_unknown_`."""
     out = posts.copy()
-    out[~scored] = 0
-    out[~scored, unknown] = 1
+    out[~scored] = model.unknown_posterior
     return out
 
 
 def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int) -> dict:
     """Detections and false alarms with the manifest's smoothing and thresholds when windows are skipped,
     and the share of windows the model still scores."""
-    unknown = model.classes.index(UNKNOWN)
     posts, scored, total = [], 0, 0
     for s in streams:
         keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
-        posts.append(as_unknown(s.posts, keep, unknown))
+        posts.append(as_unknown(model, s.posts, keep))
         scored, total = scored + int(keep.sum()), total + len(keep)
     hits = fas = 0
     for kw in model.keywords:

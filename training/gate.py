@@ -34,7 +34,6 @@ from tqdm import tqdm
 from training import dataset, export, models
 from training.calibrate import Stream, as_unknown, material, skip_mask, skipping
 from triage.audio import read_wav_16k
-from triage.keywords import UNKNOWN
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import load_labels
 from triage.spotter import call_windows
@@ -106,12 +105,11 @@ def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarr
     """Detections, false alarms and the shares of windows the gate and the full model score with the gate at
     `tau`, under the manifest's smoothing, thresholds and window skipping (a window the gate turns away is
     `_unknown_`, which, like any window without a likely keyword, starts a skip)."""
-    unknown = model.classes.index(UNKNOWN)
     st = model.streaming
     out, full, total = [], 0, 0
     for s, g in zip(streams, gate_scores, strict=True):
         keep = g >= tau
-        posts = as_unknown(s.posts, keep, unknown)
+        posts = as_unknown(model, s.posts, keep)
         out.append(dataclasses.replace(s, posts=posts))
         scored = skip_mask(model, posts, st.skip_below, st.skip_windows) if st.skip_windows else np.ones_like(keep)
         full, total = full + int((scored & keep).sum()), total + len(keep)

@@ -131,6 +131,14 @@ class KeywordModel:
         strangers = [k for k in self.keywords if k not in KEYWORD_SERVICE and self.streaming is not None]
         if strangers:
             raise ModelError(f"{mpath}: classes {strangers} are not triage keywords (see triage/keywords.py)")
+        # What a window counts as when it is not scored (window skipping, or turned away by the gate).
+        self.unknown_posterior: np.ndarray | None = None
+        if UNKNOWN in self.classes:
+            self.unknown_posterior = np.zeros(len(self.classes), np.float32)
+            self.unknown_posterior[self.classes.index(UNKNOWN)] = 1.0
+        elif (self.streaming and self.streaming.skip_windows) or "gate" in manifest:
+            raise ModelError(f"{mpath}: skipping windows or a gate needs an {UNKNOWN} class to count "
+                             "unscored windows as")
         self.thresholds = {k: float(thresholds.get(k, 0.5)) for k in self.keywords}
         # One filterbank and window for every call this model scores.
         self.extractor = LogMel(self.features)
@@ -143,8 +151,6 @@ class KeywordModel:
                              f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
         self.gate: KeywordGate | None = None
         if "gate" in manifest:
-            if UNKNOWN not in self.classes:
-                raise ModelError(f"{mpath}: a gate needs an {UNKNOWN} class for the windows it turns away")
             try:
                 g = manifest["gate"]
                 self.gate = KeywordGate(self.path.parent / g["file"], float(g["threshold"]), g.get("sha256"),
@@ -152,7 +158,6 @@ class KeywordModel:
             except (KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"{mpath}: the manifest's gate is missing or has a bad field: {e}") from None
             self.version += f"+gate@{self.gate.digest}"
-        self._unknown = self.classes.index(UNKNOWN) if self.gate else None
 
     @staticmethod
     def _windows(windows: np.ndarray) -> np.ndarray:
@@ -173,8 +178,7 @@ class KeywordModel:
         if self.gate is None or len(x) == 0:
             return self.predict_full(x)
         keep = self.gate.scores(x) >= self.gate.threshold
-        out = np.zeros((len(x), len(self.classes)), dtype=np.float32)
-        out[:, self._unknown] = 1.0
+        out = np.tile(self.unknown_posterior, (len(x), 1))
         if keep.any():
             out[keep] = self.predict_full(x[keep])
         return out

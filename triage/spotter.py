@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from triage.features import LogMelStream
-from triage.keywords import KEYWORD_SERVICE, UNKNOWN
+from triage.keywords import KEYWORD_SERVICE
 from triage.model import KeywordModel
 
 
@@ -72,11 +72,6 @@ class KeywordSpotter:
         self._taken: list[tuple[int, np.ndarray | None]] = []
         self._skip = 0  # windows still to skip
         self._skip_after = model.streaming.skip_below if model.streaming.skip_windows else 0.0
-        self._unknown_post = np.zeros(len(model.classes), np.float32)
-        if UNKNOWN in model.classes:
-            self._unknown_post[model.classes.index(UNKNOWN)] = 1.0
-        elif self._skip_after:
-            raise ValueError(f"{model.path}: skipping windows needs an {UNKNOWN} class to count them as")
         self._recent = deque(maxlen=model.streaming.smoothing)
         self._keyword_index = [(i, c) for i, c in enumerate(model.classes) if c in KEYWORD_SERVICE]
         self._keyword_cols = np.array([i for i, _ in self._keyword_index], dtype=np.intp)
@@ -150,7 +145,7 @@ class KeywordSpotter:
         out = []
         rows = iter(posteriors)
         for seen, window in self._taken:
-            post = self._unknown_post if window is None else next(rows)
+            post = self.model.unknown_posterior if window is None else next(rows)
             if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
                 self._skip = self.model.streaming.skip_windows
             self._recent.append(post)
