@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import corpus, dataset, evaluate, models, speech, synth, windows
+from training import corpus, dataset, evaluate, models, specaugment, speech, synth, windows
 from training.voices import HELD_OUT, VOICES
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
@@ -45,7 +45,9 @@ def cached(path: Path, build, force: bool = False):
     return arrays
 
 
-def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64, schedule: bool = False) -> float:
+def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64, schedule: bool = False,
+        augment: tuple[specaugment.SpecAugment, FeatureParams] | None = None) -> float:
+    """Train `model` on windows x; with `augment`, each batch of each epoch is augmented afresh."""
     import keras
 
     if schedule:  # cosine decay over the run, for training every layer from a warm start
@@ -53,8 +55,11 @@ def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64, schedul
     model.compile(optimizer=keras.optimizers.Adam(lr), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     t = time.time()
-    log(f"training {desc}: {len(x)} windows, {epochs} epochs")
-    model.fit(x[..., None].astype(np.float32), y, epochs=epochs, batch_size=batch, shuffle=True, verbose=2)
+    log(f"training {desc}: {len(x)} windows, {epochs} epochs" + (", SpecAugment" if augment else ""))
+    if augment:
+        model.fit(specaugment.batches(x, y, batch, *augment, seed=len(x)), epochs=epochs, verbose=2)
+    else:
+        model.fit(x[..., None].astype(np.float32), y, epochs=epochs, batch_size=batch, shuffle=True, verbose=2)
     return time.time() - t
 
 
@@ -84,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ds-epochs", type=int, default=6, help="DS-CNN fine-tuning epochs (all layers)")
     ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
     ap.add_argument("--ds-blocks", default=models.DS_BLOCKS, help="DS-CNN block strides, time x mel")
+    ap.add_argument("--spec-augment", action="store_true",
+                    help="augment the mining rounds' batches on the log-mel: vocal-tract warp and SpecAugment masks "
+                         "(training/specaugment.py)")
     ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rebuild", action="store_true", help="ignore cached datasets")
@@ -181,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
                         "transferred from an 8-word English base" + (
-                            "; last layer refitted class-balanced on the running-speech windows" if refit else ""),
+                            "; last layer refitted class-balanced on the running-speech windows" if refit else "")
+                        + ("; mining rounds on log-mel warped and masked afresh per batch" if args.spec_augment else ""),
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
@@ -281,6 +290,7 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
 
     from training import mining
 
+    tag += "-specaug" if args.spec_augment else ""
     path, info_path = cache / f"kws_fresh_mined{rnd}{tag}.keras", cache / f"fresh_mined{rnd}{tag}.json"
     if path.exists() and info_path.exists() and not args.retrain:
         log(f"mining round {rnd}: found in {cache}")
@@ -302,11 +312,12 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
                                    "y": np.concatenate([words_tr["y"], y[fresh]])}, pool[idx])
     del x, y
     fit(kws, train["x"], train["y"], args.mining_epochs, 3e-4, f"mining round {rnd} fine-tune", batch=128,
-        schedule=True)
+        schedule=True, augment=(specaugment.SpecAugment(), params) if args.spec_augment else None)
     after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
     ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"after mining round {rnd}", ft)
-    info = {"round": rnd, **({"voices": "training and wider voices"} if tag else {}), "pool_windows": int(len(pool)),
+    info = {"round": rnd, **({"voices": "training and wider voices"} if "-wide" in tag else {}),
+            **({"spec_augment": True} if args.spec_augment else {}), "pool_windows": int(len(pool)),
             "mined": int(len(idx)),
             "mined_still_above_0.2": int(len(after)), "train_windows": int(len(train["y"])),
             "seconds": round(time.time() - t)}

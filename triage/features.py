@@ -67,10 +67,16 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
     return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
 
 
+def mel_edges(p: FeatureParams) -> np.ndarray:
+    """The n_mels + 2 frequencies (Hz) of the filters' corners: filter i rises from edge i, peaks at
+    edge i + 1 (its centre) and falls to edge i + 2 (librosa.mel_frequencies)."""
+    return _mel_to_hz(np.linspace(_hz_to_mel(p.fmin), _hz_to_mel(p.fmax), p.n_mels + 2))
+
+
 def mel_filterbank(p: FeatureParams) -> np.ndarray:
     """(n_mels, n_fft//2+1) Slaney-normalised triangular filters, as librosa.filters.mel builds them."""
     fft_freqs = np.linspace(0, p.sample_rate / 2, 1 + p.n_fft // 2)
-    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(p.fmin), _hz_to_mel(p.fmax), p.n_mels + 2))
+    mel_f = mel_edges(p)
     fdiff = np.diff(mel_f)
     ramps = mel_f[:, None] - fft_freqs[None, :]
     lower = -ramps[:-2] / fdiff[:-1, None]
