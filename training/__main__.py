@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
                         "transferred from an 8-word English base" + (
                             "; last layer refitted class-balanced on the running-speech windows" if refit else "")
-                        + ("; mining rounds on log-mel warped and masked afresh per batch" if args.spec_augment else ""),
+                        + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else ""),
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
