@@ -115,7 +115,7 @@ class ScoringEngine:
             for a, f in group:
                 a.spotter.place(mel[start: start + len(f)])
                 start += len(f)
-        due = [(cid, a) for cid, a in calls if cid not in errors and a.spotter.due_windows]
+        due = [(cid, a) for cid, a in calls if cid not in errors and a.spotter.has_due]
         detections: dict[str, list[Detection]] = {}
         windows = 0
         for model, group in _by_model(due, lambda item: item[1].spotter.model).items():

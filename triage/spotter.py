@@ -110,8 +110,9 @@ class KeywordSpotter:
                 self._due.append((seen, window))
 
     @property
-    def due_windows(self) -> list[np.ndarray]:
-        return [w for _, w in self._due]
+    def has_due(self) -> bool:
+        """Whether a window waits to be handed over (the engine asks this of every call every tick)."""
+        return bool(self._due)
 
     def take_due(self) -> list[np.ndarray]:
         """Hand the due windows over for scoring; `accept` then takes their posteriors, in order.
@@ -119,7 +120,7 @@ class KeywordSpotter:
         Audio pushed between the two is kept for the next round, so scoring may run in a worker
         thread while the call goes on receiving audio. When the manifest skips windows, whether a
         window is scored depends on the posterior of the one before: then only the windows up to the
-        next one to score are handed over, and `due_windows` says whether another round is needed.
+        next one to score are handed over, and `has_due` says whether another round is needed.
         """
         if not self._skip_after:
             self._taken, self._due = self._due, []
@@ -222,5 +223,5 @@ def score_rounds(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> tup
         scored += len(posteriors)
         for i, dets in zip(pending, accept_batch(group, counts, posteriors), strict=True):
             out[i] += dets
-        pending = [i for i in pending if spotters[i].due_windows]
+        pending = [i for i in pending if spotters[i].has_due]
     return out, scored
