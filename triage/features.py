@@ -101,7 +101,10 @@ class LogMel:
 
     @cached_property
     def _mel_t(self) -> np.ndarray:
-        return mel_filterbank(self.params).T.copy()
+        """(bins, n_mels): the filterbank transposed, cut after the last FFT bin any filter weighs (with
+        fmax at 4 kHz, half of them), so that the power and the product skip bins that count for nothing."""
+        mel_t = mel_filterbank(self.params).T
+        return mel_t[: np.nonzero(mel_t.any(axis=1))[0][-1] + 1].copy()
 
     def frames(self, samples: np.ndarray) -> np.ndarray:
         """(n_frames, n_mels) float32 log-mel dB of float samples at params.sample_rate."""
@@ -122,7 +125,7 @@ class LogMel:
         """Log-mel of windowed frames, which may come from many calls stacked: one FFT and one matrix
         product for all of them (the live engine batches every call's new frames this way)."""
         if len(framed) <= OF_FRAMED_ROWS:
-            spec = np.fft.rfft(framed, axis=1)
+            spec = np.fft.rfft(framed, axis=1)[:, : len(self._mel_t)]
             power = spec.real**2 + spec.imag**2
             return (10.0 * np.log10(np.maximum(power @ self._mel_t, AMIN))).astype(np.float32)
         return np.concatenate([self.of_framed(framed[i: i + OF_FRAMED_ROWS])
