@@ -7,6 +7,7 @@ telephone channel (300–3400 Hz, 8 kHz, G.711 μ-law or A-law round trip).
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,16 @@ class Augmenter:
         self._colour = am.AddColorNoise(min_snr_db=5, max_snr_db=30, p=1.0)
         self._eq = am.SevenBandParametricEQ(min_gain_db=-6, max_gain_db=6, p=0.3)
 
+    def _seeded(self, transform, x: np.ndarray) -> np.ndarray:
+        """An audiomentations transform, which draws from Python's and numpy's global generators, seeded
+        from this augmenter's: what it makes then depends on its seed alone. Unseeded, the held-out
+        keyword-free material (rebuilt on every calibration) differed from run to run, and with it a
+        false alarm or two."""
+        seed = int(self.rng.integers(2**32))
+        random.seed(seed)
+        np.random.seed(seed)
+        return transform(x, TARGET_RATE)
+
     # -- pieces ---------------------------------------------------------------------------------
     def _speech_piece(self, n: int) -> np.ndarray:
         src = self.b.speech[self.rng.integers(len(self.b.speech))]
@@ -115,7 +126,7 @@ class Augmenter:
         if kind == "music":
             return self._loop(self.b.music[self.rng.integers(len(self.b.music))], n)
         noise = self.rng.standard_normal(n).astype(np.float32) * 0.05
-        noise = self._colour(noise, TARGET_RATE)
+        noise = self._seeded(self._colour, noise)
         if kind == "mix":
             b = self.babble(n)
             noise = noise / _rms(noise) * 0.3 + b / _rms(b)
@@ -125,7 +136,7 @@ class Augmenter:
     def place(self, word: np.ndarray, visible: tuple[float, float] = (0.9, 1.0)) -> np.ndarray:
         """Put a word at a random offset in a 1 s window; `visible` is the share of it kept."""
         rng = self.rng
-        word = self._prosody(word, TARGET_RATE) if rng.random() < 0.5 else word
+        word = self._seeded(self._prosody, word) if rng.random() < 0.5 else word
         share = rng.uniform(*visible)
         keep = max(1, int(len(word) * share))
         if keep > WINDOW:
@@ -183,7 +194,7 @@ class Augmenter:
             n = self.background(len(w))
             snr = rng.uniform(*snr_db)
             w = w + n / _rms(n) * speech_rms * 10 ** (-snr / 20)
-        w = self._eq(w.astype(np.float32), TARGET_RATE)
+        w = self._seeded(self._eq, w.astype(np.float32))
         w = w * 10 ** (rng.uniform(-18, 6) / 20) / max(1.0, float(np.abs(w).max()) * 1.25)
         if rng.random() < self.phone_share:
             w = telephone(w, "mulaw" if rng.random() < 0.6 else "alaw")
