@@ -96,7 +96,8 @@ def main(models: Path = ROOT / "models") -> int:
                                              f"{e['simulated_calls']['keywords']}"),
                 ("false alarms per hour, keyword-free speech",
                  lambda e: f"{e['keyword_free_speech']['false_alarms_per_hour']:.2f} "
-                           f"({e['keyword_free_speech']['false_alarms']} in {e['keyword_free_speech']['hours']} h)"),
+                           f"({e['keyword_free_speech']['false_alarms']} in {e['keyword_free_speech']['hours']} h)"
+                 if "keyword_free_speech" in e else "– (other material)"),
                 ("false detections inside the calls", lambda e: str(e["simulated_calls"]["false_alarms"])),
                 ("detection latency after the word ends, p50 / p95",
                  lambda e: f"{e['simulated_calls']['latency_p50_s'] * 1000:.0f} ms / "
