@@ -121,3 +121,16 @@ def test_skipping_or_a_gate_without_an_unknown_class_is_refused_at_load(tmp_path
     path.with_suffix(".json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match="needs an _unknown_ class"):
         KeywordModel(path)
+
+
+def test_a_network_whose_input_the_features_do_not_give_is_refused_at_load(tmp_path):
+    """The model (and a gate, by the same code in triage.model._OnnxNetwork) is checked against the
+    manifest's features, and the error names the file and the shape expected."""
+    import json
+
+    path = loudness_model(tmp_path, level_db=-110)
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    manifest["features"]["n_mels"] = 32
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=r"loud\.onnx: input shape .* \(expected \[batch, 96, 32, 1\]\)"):
+        KeywordModel(path)

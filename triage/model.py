@@ -54,9 +54,10 @@ def default_model_path() -> Path:
 
 
 class _OnnxNetwork:
-    """One ONNX file in an onnxruntime session on `threads` threads: log-mel windows in, its output out."""
+    """One ONNX file in an onnxruntime session on `threads` threads: log-mel windows in, its output out.
+    Refused at load unless its input is (batch, frames, n_mels, 1) as the manifest's features say."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, expected: tuple[int, int]):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -67,7 +68,10 @@ class _OnnxNetwork:
             self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path}: onnxruntime cannot load it: {e}") from None
-        self.input_shape = self.session.get_inputs()[0].shape
+        shape = self.session.get_inputs()[0].shape
+        if tuple(shape[1:3]) != expected:
+            raise ModelError(f"{path}: input shape {shape} does not match the manifest's features "
+                             f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
         self._input, self._output = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
@@ -92,10 +96,7 @@ class KeywordGate:
             raise ModelError(f"{path}: not the gate the manifest was calibrated with (sha256 differs)")
         self.path, self.threshold = path, threshold
         self.digest = hashlib.sha256(data).hexdigest()[:12]
-        self._network = _OnnxNetwork(path, threads)
-        shape = self._network.input_shape
-        if tuple(shape[1:3]) != expected:
-            raise ModelError(f"{path}: gate input shape {shape} does not match the manifest's features")
+        self._network = _OnnxNetwork(path, threads, expected)
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
@@ -143,12 +144,8 @@ class KeywordModel:
         # One filterbank and window for every call this model scores.
         self.extractor = LogMel(self.features)
 
-        self._network = _OnnxNetwork(self.path, threads)
-        shape = self._network.input_shape
         expected = (self.features.window_frames, self.features.n_mels)
-        if tuple(shape[1:3]) != expected:
-            raise ModelError(f"{self.path}: input shape {shape} does not match the manifest's features "
-                             f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
+        self._network = _OnnxNetwork(self.path, threads, expected)
         self.gate: KeywordGate | None = None
         if "gate" in manifest:
             try:
