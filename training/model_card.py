@@ -112,7 +112,9 @@ def main(models: Path = ROOT / "models") -> int:
                         f"{c['detections']} detections and {c['false_alarms']} false alarms against "
                         f"{every['detections']} and {every['false_alarms']} scoring every window. The per-keyword "
                         "table below scores every window."]
-        out += ["", f"False alarms by keyword (test keyword-free speech): {by_kw}.", "",
+        split = "; ".join(f"{v['false_alarms']} in {v['hours']} h of {k}" for k, v in f.get("by_material", {}).items())
+        out += ["", f"False alarms by keyword (test keyword-free speech): {by_kw}."
+                + (f" By material: {split}." if split else ""), "",
                 "| keyword | threshold | dev recall | test recall | test instances "
                 "| test false alarms (all material) | test latency p95 |", "|---|---|---|---|---|---|---|"]
         for kw, d in ev["per_keyword"].items():
