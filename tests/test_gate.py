@@ -96,19 +96,19 @@ def test_the_offline_gate_measurement_is_what_the_spotter_does(tmp_path):
 
 
 def test_adapt_places_the_gate_beside_an_adapted_model_and_never_overwrites_another(tmp_path):
-    from triage.adapt import AdaptError, _place_gate
+    from triage.adapt import AdaptError, _place_beside
 
     path = loudness_model(tmp_path, level_db=-110)
     gate = loudness_gate(path, level_db=-50)
     out = tmp_path / "adapted"
     out.mkdir()
-    _place_gate(gate, out)
-    _place_gate(gate, out)  # again: already there, the same bytes
-    _place_gate(gate, tmp_path)  # its own directory
+    _place_beside(gate, out)
+    _place_beside(gate, out)  # again: already there, the same bytes
+    _place_beside(gate, tmp_path)  # its own directory
     assert (out / gate.name).read_bytes() == gate.read_bytes()
     (out / gate.name).write_bytes(b"another gate")
-    with pytest.raises(AdaptError, match="another gate already has this name"):
-        _place_gate(gate, out)
+    with pytest.raises(AdaptError, match="another file already has this name"):
+        _place_beside(gate, out)
 
 
 def test_skipping_or_a_gate_without_an_unknown_class_is_refused_at_load(tmp_path):

@@ -12,6 +12,7 @@ pytest.importorskip("audiomentations")
 from training.augment import WINDOW, Augmenter, Banks, telephone  # noqa: E402
 from training.synth import is_broken, trim  # noqa: E402
 from training.voices import HELD_OUT, VOICES  # noqa: E402
+from triage.model import KeywordModel  # noqa: E402
 
 # The only voices the project leads allow (../shared/DATA.md); anything else may be reserved.
 ALLOWED_MBROLA = {"fr1", "fr2", "fr3", "fr5", "fr6", "ca1", "us1", "us2", "us3", "en1"}
@@ -83,12 +84,16 @@ def test_trim_and_energy_check():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the training voices")
-def test_whole_pipeline_on_tiny_sizes(tmp_path):
+@pytest.mark.parametrize("streamable", [False, True], ids=["windowed", "streamable"])
+def test_whole_pipeline_on_tiny_sizes(tmp_path, streamable):
     r = subprocess.run([sys.executable, "-m", "training", "--per-keyword", "10", "--per-base-word", "10",
                         "--base-epochs", "1", "--head-epochs", "1", "--finetune-epochs", "1", "--ds-epochs", "1",
                         "--speech-train", "30", "--speech-passes", "1", "--mining-epochs", "1",
+                        *(["--streamable"] if streamable else []),
                         "--models", str(tmp_path / "models"),
                         "--stages", str(tmp_path / "stages")], capture_output=True, text=True,
                        timeout=3600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "models" / "kws12.onnx").exists() and (tmp_path / "models" / "kws12.json").exists()
+    model = KeywordModel(tmp_path / "models" / "kws12.onnx")
+    assert (model.stepper is not None) == streamable

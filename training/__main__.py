@@ -27,6 +27,10 @@ from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
 
 ROOT = Path(__file__).resolve().parent.parent
+# A streamable DS-CNN: no time padding, and a receptive field (64 frames) that is a multiple of the time
+# stride (8 frames), so that it is computed one 80 ms hop at a time (training/streaming.py).
+STREAMABLE = {"streamable": True, "conv0_kernel": (8, 4)}
+STEP_HOP_FRAMES = 8
 
 
 def log(msg: str) -> None:
@@ -92,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--spec-augment", action="store_true",
                     help="augment the mining rounds' batches on the log-mel: vocal-tract warp and SpecAugment masks "
                          "(training/specaugment.py)")
+    ap.add_argument("--streamable", action="store_true",
+                    help="a DS-CNN served one 80 ms hop at a time: each output position computed once per call "
+                         "instead of once per window (training/streaming.py)")
     ap.add_argument("--retrain", action="store_true", help="ignore cached trained models")
     ap.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--rebuild", action="store_true", help="ignore cached datasets")
@@ -179,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     onnx_path = args.models / "kws12.onnx"
     export.to_onnx(ds["kws"], params, onnx_path)
     delta = export.keras_onnx_max_delta(ds["kws"], onnx_path, ev.x["phone"][:256].astype(np.float32))
+    step = export.to_onnx_step(ds["kws"], params, onnx_path, STEP_HOP_FRAMES) if args.streamable else None
     refit = None
     if args.head_refit:
         from training import headfit
 
         log("stage 5b: the last layer refitted, class-balanced, on the running-speech windows")
         refit = headfit.refit(onnx_path, speech_tr if not args.wide_rounds else {k: np.concatenate(
-            [speech_tr[k], wide_tr[k]]) for k in ("x", "y")})
+            [speech_tr[k], wide_tr[k]]) for k in ("x", "y")}, step=step)
+        step = refit.pop("step", step)
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
                         "transferred from an 8-word English base" + (
@@ -204,8 +213,10 @@ def main(argv: list[str] | None = None) -> int:
         "train_windows": int(len(kw_tr["y"])), "eval_windows_per_condition": int(len(ev.y)),
     }
     export.write_manifest(onnx_path, name="kws12", classes=list(CLASSES), params=params,
-                          streaming=export.DEFAULT_STREAMING,
-                          thresholds={k: 0.5 for k in KEYWORDS}, metrics=metrics, provenance=_provenance("fr"))
+                          streaming={**export.DEFAULT_STREAMING, **(
+                              {"hop_s": STEP_HOP_FRAMES * params.hop_length / params.sample_rate} if step else {})},
+                          thresholds={k: 0.5 for k in KEYWORDS}, metrics=metrics, provenance=_provenance("fr"),
+                          step=step)
     (args.models / "kws12_eval.json").write_text(json.dumps(
         {a: {"head_only": r["head"], "fine_tuned": r["ft"]} for a, r in results.items()}, indent=1,
         ensure_ascii=False))
@@ -229,7 +240,8 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     if arch == "seed":
         base = models.seed_cnn(shape, n_base, norm_data=base_tr["x"][:4000])
     else:
-        base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width, blocks=args.ds_blocks)
+        base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width, blocks=args.ds_blocks,
+                             **STREAMABLE if args.streamable else {})
     seconds = {"base8": round(fit(base, base_tr["x"], base_tr["y"], args.base_epochs, 1e-3, f"{arch} base8"))}
     base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
                       == base_ev["y"]).mean())
@@ -327,7 +339,8 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
 
 
 def _cache_name(arch: str, args) -> str:
-    return f"ds_cnn-w{args.width}-b{args.ds_blocks}" if arch == "ds_cnn" else arch
+    return (f"ds_cnn-w{args.width}-b{args.ds_blocks}{'-streamable' if args.streamable else ''}" if arch == "ds_cnn"
+            else arch)
 
 
 def _provenance(lang: str) -> dict:

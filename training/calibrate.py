@@ -371,22 +371,24 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(calibration, indent=1, ensure_ascii=False))
         model = KeywordModel(args.model)  # skipping is measured with these thresholds
     k = model.streaming.smoothing
-    chosen, rows = choose_skipping(model, dev, args.skip_max_loss)
-    manifest["streaming"].update(skip_below=chosen["skip_below"], skip_windows=chosen["skip_windows"])
-    manifest.setdefault("metrics", {}).setdefault("calibration", {})["skipping"] = {
-        "method": "the skip_below and skip_windows that score the fewest dev windows while keeping all but "
-                  f"{100 * args.skip_max_loss:g} % of the dev detections of scoring every window, with no more "
-                  "dev false alarms", "dev": rows}
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    print(json.dumps({"skipping": chosen}, ensure_ascii=False))
+    if model.stepper is None:  # a step model moves its states on at every hop: nothing to skip
+        chosen, rows = choose_skipping(model, dev, args.skip_max_loss)
+        manifest["streaming"].update(skip_below=chosen["skip_below"], skip_windows=chosen["skip_windows"])
+        manifest.setdefault("metrics", {}).setdefault("calibration", {})["skipping"] = {
+            "method": "the skip_below and skip_windows that score the fewest dev windows while keeping all but "
+                      f"{100 * args.skip_max_loss:g} % of the dev detections of scoring every window, with no more "
+                      "dev false alarms", "dev": rows}
+        mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(json.dumps({"skipping": chosen}, ensure_ascii=False))
 
     model = KeywordModel(args.model)  # reload: the spotter reads thresholds, smoothing and skipping from it
     test_dir, test_neg = material(args.data, "test")
     report = evaluate_test(model, test_dir, test_neg)
     test = raw_streams(model, test_dir, test_neg)
     report["per_keyword"] = per_keyword(model, test, k)  # every window scored (raw_streams)
-    report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"]),
-                          "every_window": skipping(model, test, 0.0, 0)}
+    if model.stepper is None:
+        report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"]),
+                              "every_window": skipping(model, test, 0.0, 0)}
     plot_det(model, test, k, args.model.with_name(args.model.stem + "_det.png"))
     earlier = manifest["metrics"].get("streaming_test", {}).get("baseline")  # same test material: still valid
     manifest["metrics"]["streaming_test"] = {

@@ -37,9 +37,28 @@ def to_onnx(model, params: FeatureParams, path: Path) -> None:
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(path))
 
 
+def to_onnx_step(model, params: FeatureParams, path: Path, hop_frames: int) -> dict:
+    """The step model of a streamable ds_cnn (training/streaming.py) beside `path`, as `<stem>_step.onnx`;
+    returns the manifest's `step` section naming it."""
+    import hashlib
+
+    import tensorflow as tf
+    import tf2onnx
+
+    from training.streaming import step_model
+
+    step, states = step_model(model, hop_frames)
+    spec = [tf.TensorSpec((None, hop_frames, params.n_mels, 1), tf.float32, name="frames"),
+            *(tf.TensorSpec((None, *s.shape), tf.float32, name=s.name) for s in states)]
+    step.output_names = ["probs", *(f"{s.name}_out" for s in states)]
+    out = path.with_name(f"{path.stem}_step.onnx")
+    tf2onnx.convert.from_keras(step, input_signature=spec, opset=17, output_path=str(out))
+    return {"file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest(), "hop_frames": hop_frames}
+
+
 def write_manifest(onnx_path: Path, *, name: str, classes: list[str], params: FeatureParams,
                    streaming: dict | None, thresholds: dict[str, float] | None, metrics: dict,
-                   provenance: dict) -> Path:
+                   provenance: dict, step: dict | None = None) -> Path:
     manifest = {
         "format_version": MANIFEST_VERSION,
         "name": name,
@@ -55,6 +74,8 @@ def write_manifest(onnx_path: Path, *, name: str, classes: list[str], params: Fe
         manifest["streaming"] = streaming
     if thresholds is not None:
         manifest["thresholds"] = thresholds
+    if step is not None:
+        manifest["step"] = step
     out = manifest_path_for(onnx_path)
     out.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out

@@ -16,11 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from triage.adapt import Head, embedder, fit_head, read_head, write_model
+from triage.adapt import Head, embedder, fit_head, read_head, step_with_head, write_model
 
 
-def refit(onnx_path: Path, windows: dict, l2: float = 0.05, steps: int = 400, balance: float = 1.0) -> dict:
-    """Rewrite `onnx_path` with its head refitted on windows {"x": (N, frames, mels), "y": (N,)}."""
+def refit(onnx_path: Path, windows: dict, l2: float = 0.05, steps: int = 400, balance: float = 1.0,
+          step: dict | None = None) -> dict:
+    """Rewrite `onnx_path` with its head refitted on windows {"x": (N, frames, mels), "y": (N,)}; with a
+    manifest `step` section, its step model too (the returned `step` names the rewritten file)."""
     proto, head = read_head(onnx_path)
     embed = embedder(proto, head)
     x, y = windows["x"], windows["y"]
@@ -28,6 +30,8 @@ def refit(onnx_path: Path, windows: dict, l2: float = 0.05, steps: int = 400, ba
     w, b = fit_head(e, y, head, l2=l2, steps=steps, balance=balance)
     refitted = Head(w, b, head.embedding_name, head.weights_name, head.bias_name)
     write_model(proto, head, w, b, onnx_path)
-    return {"windows": int(len(y)), "l2": l2, "steps": steps, "balance": balance,
+    if step is not None:
+        step = step_with_head(step, onnx_path.parent, w, b, onnx_path)
+    return {**({"step": step} if step else {}),"windows": int(len(y)), "l2": l2, "steps": steps, "balance": balance,
             "train_accuracy_before": round(float((head.probabilities(e).argmax(1) == y).mean()), 4),
             "train_accuracy_after": round(float((refitted.probabilities(e).argmax(1) == y).mean()), 4)}

@@ -50,11 +50,12 @@ def main(models: Path = ROOT / "models") -> int:
     m, prov = manifest["metrics"], manifest["provenance"]
     shipped = m["shipped"]
     ft = evals["ds_cnn"]["fine_tuned"]["conditions"]
+    hop_ms = manifest["streaming"]["hop_s"] * 1000
     out = [
         "# kws12 — the triage keyword model",
         "",
         "Spots the 12 French emergency keywords (plus `_unknown_` speech and `_silence_`) in 1 s log-mel "
-        "windows; `triage` scores every live call with it ten times a second.",
+        f"windows; `triage` scores every live call with it every {hop_ms:.0f} ms.",
         "",
         "> **Every keyword example used to train and evaluate this model is synthetic speech.** "
         "No recording of a real person saying a keyword was available. The figures below are measured on "
@@ -65,8 +66,11 @@ def main(models: Path = ROOT / "models") -> int:
         f"{manifest['input']['shape'][1]}, {manifest['features']['n_mels']}, 1]` log-mel dB.",
         f"- Features: {json.dumps(manifest['features'])}",
         f"- Streaming: {json.dumps(manifest['streaming'])}",
+        *([f"- Served one hop at a time: `{manifest['step']['file']}` takes {manifest['step']['hop_frames']} new "
+           "log-mel frames and the call's layer states and gives the latest window's probabilities, exactly "
+           "what this model gives on that window (training/streaming.py)."] if "step" in manifest else []),
         f"- Classes, in output order: {', '.join(manifest['classes'])}",
-        f"- Training windows: {m['train_windows']:,} (isolated words and running speech cut on the spotter's "
+        f"- Training windows: {m['train_windows']:,} (isolated words and running speech cut on a "
         f"100 ms grid, augmented); clip evaluation windows per condition: {m['eval_windows_per_condition']:,}.",
         f"- Stage times on 2 CPU cores (s): {json.dumps(m.get('stage_seconds', {}))}; "
         f"training (s): {shipped['train_seconds']}.",

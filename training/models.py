@@ -52,7 +52,8 @@ DS_BLOCKS = "2x2,1x1,2x1,1x1,1x1"  # (time x mel) stride of each depthwise-separ
 
 
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
-           blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4)):
+           blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4),
+           streamable: bool = False):
     """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for about 12 M multiply-adds
     per window (width 96, default blocks) so that one core scores hundreds of live calls. No Resizing: it
     keeps the full time resolution. Its body ends in global average pooling, so the keyword may sit
@@ -63,7 +64,12 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
     cost per window (the extra time stride halves the positions of the last three blocks).
 
     `input_pool` averages the normalized log-mel over (time, mel) cells first, and one class gives a sigmoid
-    output: together they make the cheap keyword-or-not gate of training/gate.py."""
+    output: together they make the cheap keyword-or-not gate of training/gate.py.
+
+    `streamable` pads nothing in time ("valid"; the mel axis keeps "same"), so an output position depends
+    only on the frames under it and not on where the window starts: training/streaming.py then computes
+    each position once per call instead of once per window (give it `conv0_kernel` (8, 4): a receptive
+    field that is a multiple of the time stride)."""
     import keras
     from keras import layers
 
@@ -74,7 +80,9 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
     x = norm(x)
     if input_pool:
         x = layers.AveragePooling2D(input_pool, padding="same", name="input_pool")(x)
-    x = layers.Conv2D(width, conv0_kernel, strides=2, padding="same", use_bias=False, name="conv0")(x)
+    x = _mel_pad(x, conv0_kernel[1], 2, streamable)
+    x = layers.Conv2D(width, conv0_kernel, strides=2, padding="valid" if streamable else "same", use_bias=False,
+                      name="conv0")(x)
     x = layers.BatchNormalization(name="bn0")(x)
     x = layers.ReLU(name="relu0")(x)
     strides = [tuple(int(v) for v in b.split("x")) for b in blocks.split(",")]
@@ -82,10 +90,11 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
         # TensorFlow's depthwise convolution only strides equally in both axes: a time-only stride is
         # a stride-1 depthwise convolution followed by average pooling (still linear before the BN).
         equal = stride[0] == stride[1]
-        x = layers.DepthwiseConv2D(3, strides=stride if equal else 1, padding="same", use_bias=False,
-                                   name=f"dw{i}")(x)
+        x = _mel_pad(x, 3, stride[1] if equal else 1, streamable, name=f"dw{i}_melpad")
+        x = layers.DepthwiseConv2D(3, strides=stride if equal else 1, padding="valid" if streamable else "same",
+                                   use_bias=False, name=f"dw{i}")(x)
         if not equal:
-            x = layers.AveragePooling2D(stride, padding="same", name=f"dw{i}_pool")(x)
+            x = layers.AveragePooling2D(stride, padding="valid" if streamable else "same", name=f"dw{i}_pool")(x)
         x = layers.BatchNormalization(name=f"bn_dw{i}")(x)
         x = layers.ReLU(name=f"relu_dw{i}")(x)
         x = layers.Conv2D(width, 1, use_bias=False, name=f"pw{i}")(x)
@@ -95,6 +104,17 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
     x = layers.Dropout(0.3, name="drop")(x)
     out = layers.Dense(n_classes, activation="sigmoid" if n_classes == 1 else "softmax", name="head")(x)
     return keras.Model(inp, out, name="ds_cnn")
+
+
+def _mel_pad(x, kernel: int, stride: int, streamable: bool, name: str = "conv0_melpad"):
+    """What "same" padding adds on the mel axis only (TensorFlow puts the odd one after)."""
+    if not streamable:
+        return x
+    from keras import layers
+
+    n = x.shape[2]
+    total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+    return layers.ZeroPadding2D(((0, 0), (total // 2, total - total // 2)), name=name)(x)
 
 
 def transfer_all(base, n_classes: int):

@@ -349,14 +349,15 @@ def adapt(dataset: Path, model: KeywordModel, out_dir: Path, held_out: float = 0
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.onnx"
     write_model(proto, head, w, b, path)
-    manifest = {**model.manifest, "name": name,
+    step = {"step": step_with_head(model.manifest["step"], model.path.parent, w, b, path)} if model.stepper else {}
+    manifest = {**model.manifest, **step, "name": name,
                 "thresholds": {k: v["threshold"] for k, v in thresholds.items()},
                 "adaptation": {"parent": model.version, "dataset": str(dataset), "adaptation_calls": adapt_files,
                                "held_out_calls": held_files, "windows": counts, "l2": l2, "steps": steps,
                                "seed": seed, "shuffled_labels": shuffle_labels, "thresholds": thresholds}}
     manifest_path_for(path).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     if model.gate is not None:  # the adapted model keeps its parent's gate, named in the copied manifest
-        _place_gate(model.gate.path, out_dir)
+        _place_beside(model.gate.path, out_dir)
     adapted = KeywordModel(path)
 
     progress(f"measuring on {len(held_files)} held-out calls")
@@ -401,19 +402,29 @@ def model_card(a: Adaptation, parent: KeywordModel) -> str:
             f"|---|---|---|---|\n{thr}")
 
 
-def _place_gate(gate: Path, directory: Path) -> None:
-    """Put a model's gate file beside it in `directory`, where its manifest looks for it."""
+def step_with_head(section: dict, directory: Path, weights: np.ndarray, bias: np.ndarray, model_path: Path) -> dict:
+    """The step model of a manifest's `step` `section` (files in `directory`) with a new head, written as
+    `<model stem>_step.onnx` beside `model_path`; returns the section naming it. The step model carries the
+    same head as the windowed model, so whatever refits one refits both."""
+    proto, head = read_head(directory / section["file"])
+    out = model_path.with_name(f"{model_path.stem}_step.onnx")
+    write_model(proto, head, weights, bias, out)
+    return {**section, "file": out.name, "sha256": hashlib.sha256(out.read_bytes()).hexdigest()}
+
+
+def _place_beside(file: Path, directory: Path) -> None:
+    """Put a file a model's manifest names (its gate, its step model) in `directory`, beside the model."""
     import shutil
 
-    dst = directory / gate.name
-    if dst.resolve() == gate.resolve():
+    dst = directory / file.name
+    if dst.resolve() == file.resolve():
         return
     if dst.exists():
-        if dst.read_bytes() != gate.read_bytes():
-            raise AdaptError(f"{dst}: another gate already has this name; move it away first")
+        if dst.read_bytes() != file.read_bytes():
+            raise AdaptError(f"{dst}: another file already has this name; move it away first")
         return
     tmp = dst.with_suffix(".onnx.tmp")
-    shutil.copy2(gate, tmp)
+    shutil.copy2(file, tmp)
     tmp.replace(dst)
 
 
@@ -424,8 +435,9 @@ def promote(a: Adaptation, target: Path) -> Path:
 
     if a.refusals:
         raise AdaptError("not promoted: " + "; ".join(a.refusals))
-    if "gate" in a.manifest:
-        _place_gate(a.model_path.parent / a.manifest["gate"]["file"], target.parent)
+    for part in ("gate", "step"):  # files the manifest names, in place before the manifest that names them
+        if part in a.manifest:
+            _place_beside(a.model_path.parent / a.manifest[part]["file"], target.parent)
     for suffix in (".onnx", ".json", ".md"):
         src, dst = a.model_path.with_suffix(suffix), target.with_suffix(suffix)
         if dst.exists():

@@ -72,14 +72,14 @@ class _OnnxNetwork:
         if tuple(shape[1:3]) != expected:
             raise ModelError(f"{path}: input shape {shape} does not match the manifest's features "
                              f"(expected [batch, {expected[0]}, {expected[1]}, 1])")
-        self._input, self._output = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
+        self.input_name, self._output = self.session.get_inputs()[0].name, self.session.get_outputs()[0].name
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) float32 → (N, ...). One session call per few windows: measured on one core
         with v5.1, 8 windows a call cost 328 µs each and 64 a call 369 µs each (the activations of big
         batches fall out of cache)."""
         x = x[..., None]
-        return np.concatenate([self.session.run([self._output], {self._input: x[i: i + MAX_BATCH]})[0]
+        return np.concatenate([self.session.run([self._output], {self.input_name: x[i: i + MAX_BATCH]})[0]
                                for i in range(0, len(x), MAX_BATCH)])
 
 
@@ -101,6 +101,36 @@ class KeywordGate:
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
         return self._network.run(windows).reshape(-1)
+
+
+class StepNetwork:
+    """The model computed one hop at a time (training/streaming.py): a hop of new log-mel frames and the
+    states the call's last hop left → the latest window's probabilities and the new states. It gives
+    what the windowed model gives on each window, for a fraction of the work."""
+
+    def __init__(self, path: Path, sha256: str | None, hop_frames: int, threads: int, n_mels: int):
+        if not path.is_file():
+            raise ModelError(f"{path}: the step model the manifest names is missing")
+        data = path.read_bytes()
+        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+            raise ModelError(f"{path}: not the step model exported with this model (sha256 differs)")
+        self.path, self.hop_frames = path, hop_frames
+        self.digest = hashlib.sha256(data).hexdigest()[:12]
+        self._network = _OnnxNetwork(path, threads, (hop_frames, n_mels))
+        inputs = self._network.session.get_inputs()
+        self.state_names = [i.name for i in inputs[1:]]
+        self.state_shapes = [tuple(int(d) for d in i.shape[1:]) for i in inputs[1:]]
+        self._outputs = [o.name for o in self._network.session.get_outputs()]
+
+    def initial_states(self) -> list[np.ndarray]:
+        return [np.zeros(shape, np.float32) for shape in self.state_shapes]
+
+    def run(self, hops: np.ndarray, states: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """(N, hop_frames, n_mels) frames and each state stacked over the N calls → (N, n_classes)
+        probabilities and the N calls' new states, stacked likewise."""
+        feeds = {self._network.input_name: hops[..., None], **dict(zip(self.state_names, states, strict=True))}
+        probs, *new = self._network.session.run(self._outputs, feeds)
+        return probs, new
 
 
 class KeywordModel:
@@ -155,6 +185,18 @@ class KeywordModel:
             except (KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"{mpath}: the manifest's gate is missing or has a bad field: {e}") from None
             self.version += f"+gate@{self.gate.digest}"
+        self.stepper: StepNetwork | None = None
+        if "step" in manifest:
+            try:
+                st = manifest["step"]
+                self.stepper = StepNetwork(self.path.parent / st["file"], st.get("sha256"), int(st["hop_frames"]),
+                                           threads, self.features.n_mels)
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(f"{mpath}: the manifest's step model is missing or has a bad field: {e}") from None
+            hop = self.streaming.hop_s * self.features.sample_rate / self.features.hop_length if self.streaming else 0
+            if abs(hop - self.stepper.hop_frames) > 1e-6 or self.gate or self.streaming.skip_windows:
+                raise ModelError(f"{mpath}: a step model needs streaming.hop_s of exactly {self.stepper.hop_frames} "
+                                 "frames, and no gate or window skipping (every hop moves its states on)")
 
     @staticmethod
     def _windows(windows: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from triage.features import LogMelStream
+from triage.features import FeatureParams, LogMelStream
 from triage.keywords import KEYWORD_SERVICE
 from triage.model import KeywordModel
 
@@ -63,6 +63,9 @@ class KeywordSpotter:
         self._frames = LogMelStream(p, model.extractor)
         self._window = p.window_frames
         self._hop_frames = max(1, round(model.streaming.hop_s * p.sample_rate / p.hop_length))
+        # With a step model every hop is due from the call's start (its states must see every frame); the
+        # hops before the first whole window only warm the states up.
+        self.states = model.stepper.initial_states() if model.stepper else None
         # Ring buffer of the latest `window` frames; never grows with call length.
         self._ring = np.zeros((self._window, p.n_mels), dtype=np.float32)
         self._ring_pos = 0
@@ -105,9 +108,17 @@ class KeywordSpotter:
             self._ring_pos = (self._ring_pos + 1) % self._window
             self._placed += 1
             seen = self._placed
-            if seen >= self._window and (seen - self._window) % self._hop_frames == 0:
-                window = np.concatenate([self._ring[self._ring_pos:], self._ring[: self._ring_pos]])
-                self._due.append((seen, window))
+            if self.states is not None and seen % self._hop_frames == 0:
+                self._due.append((seen, self._latest(self._hop_frames)))
+            elif self.states is None and seen >= self._window and (seen - self._window) % self._hop_frames == 0:
+                self._due.append((seen, self._latest(self._window)))
+
+    def _latest(self, n: int) -> np.ndarray:
+        """The last n frames placed, oldest first."""
+        at = (self._ring_pos - n) % self._window
+        if at + n <= self._window:
+            return self._ring[at: at + n].copy()
+        return np.concatenate([self._ring[at:], self._ring[: at + n - self._window]])
 
     @property
     def has_due(self) -> bool:
@@ -122,6 +133,9 @@ class KeywordSpotter:
         window is scored depends on the posterior of the one before: then only the windows up to the
         next one to score are handed over, and `has_due` says whether another round is needed.
         """
+        if self.states is not None:  # one hop a round: the next needs the states this one leaves
+            self._taken, self._due = self._due[:1], self._due[1:]
+            return [w for _, w in self._taken]
         if not self._skip_after:
             self._taken, self._due = self._due, []
             return [w for _, w in self._taken]
@@ -138,14 +152,20 @@ class KeywordSpotter:
         self._taken, self._due = taken, self._due[i:]
         return [w for _, w in self._taken if w is not None]
 
-    def accept(self, posteriors: np.ndarray) -> list[Detection]:
-        """Posteriors for the windows of the last `take_due`, in order → the detections they trigger."""
+    def accept(self, posteriors: np.ndarray, states: list[np.ndarray] | None = None) -> list[Detection]:
+        """Posteriors for the windows of the last `take_due`, in order → the detections they trigger
+        (with a step model, also the states its hop left)."""
         scored = sum(1 for _, w in self._taken if w is not None)
         if len(posteriors) != scored:
             raise ValueError(f"expected {scored} posterior rows, got {len(posteriors)}")
+        if self.states is not None and scored:
+            self.states = states
         out = []
         rows = iter(posteriors)
         for seen, window in self._taken:
+            if seen < self._window:  # a step model's warm-up hop: no whole window yet
+                next(rows)
+                continue
             post = self.model.unknown_posterior if window is None else next(rows)
             if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
                 self._skip = self.model.streaming.skip_windows
@@ -154,7 +174,7 @@ class KeywordSpotter:
             smooth = post if self._recent.maxlen == 1 else np.mean(self._recent, axis=0)
             self.last_posteriors = smooth
             self.windows_scored += 1
-            t = self._ends_at(seen)
+            t = window_end(self._params, seen)
             if self.trace is not None:
                 self.trace.append((t, smooth))
             for i, kw in self._keyword_index:
@@ -164,11 +184,6 @@ class KeywordSpotter:
         self._taken = []
         return out
 
-    def _ends_at(self, frames_seen: int) -> float:
-        """Call time at which the window completed by the `frames_seen`-th frame ends."""
-        p = self._params
-        return ((frames_seen - 1) * p.hop_length + p.n_fft) / p.sample_rate
-
     def feed(self, samples: np.ndarray) -> list[Detection]:
         """Push and score this call alone (use `score_batch` to score many calls in one model call)."""
         self.push(samples)
@@ -176,14 +191,20 @@ class KeywordSpotter:
 
 
 def call_windows(model: KeywordModel, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Every window the spotter scores in a whole call (16 kHz samples), and the call time each ends at."""
-    s = KeywordSpotter(model)
-    s.push(samples)
-    times = np.array([s._ends_at(seen) for seen, _ in s._due], dtype=np.float64)
+    """Every window the spotter scores in a whole call (16 kHz samples), and the call time each ends at.
+    With a step model these are the windows its hops give the probabilities of."""
     p = model.features
-    windows = (np.stack([w for _, w in s._due]) if s._due
+    frames = model.extractor.of_framed(LogMelStream(p, model.extractor).take(np.asarray(samples, np.float32)))
+    hop = max(1, round(model.streaming.hop_s * p.sample_rate / p.hop_length))
+    seen = np.arange(p.window_frames, len(frames) + 1, hop)
+    windows = (np.stack([frames[n - p.window_frames: n] for n in seen]) if len(seen)
                else np.zeros((0, p.window_frames, p.n_mels), dtype=np.float32))
-    return times, windows
+    return window_end(p, seen), windows
+
+
+def window_end(p: FeatureParams, frames_seen):
+    """Call time at which the window completed by the `frames_seen`-th frame ends (numbers or arrays)."""
+    return ((frames_seen - 1) * p.hop_length + p.n_fft) / p.sample_rate
 
 
 def take_batch(spotters: Sequence[KeywordSpotter]) -> tuple[list[int], np.ndarray | None]:
@@ -194,11 +215,12 @@ def take_batch(spotters: Sequence[KeywordSpotter]) -> tuple[list[int], np.ndarra
     return counts, (np.stack(windows) if windows else None)
 
 
-def accept_batch(spotters: Sequence[KeywordSpotter], counts: list[int],
-                 posteriors: np.ndarray) -> list[list[Detection]]:
+def accept_batch(spotters: Sequence[KeywordSpotter], counts: list[int], posteriors: np.ndarray,
+                 states: list[np.ndarray] | None = None) -> list[list[Detection]]:
     out, i = [], 0
     for s, n in zip(spotters, counts, strict=True):
-        out.append(s.accept(posteriors[i: i + n]))
+        # A step model takes one hop per spotter a round: row i of every stacked state is this spotter's.
+        out.append(s.accept(posteriors[i: i + n], [st[i] for st in states] if states and n else None))
         i += n
     return out
 
@@ -218,10 +240,16 @@ def score_rounds(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> tup
     while pending:
         group = [spotters[i] for i in pending]
         counts, windows = take_batch(group)
-        posteriors = (model.predict(windows) if windows is not None
-                      else np.zeros((0, len(model.classes)), np.float32))
+        states = None
+        if windows is None:
+            posteriors = np.zeros((0, len(model.classes)), np.float32)
+        elif model.stepper is not None:
+            held = [s.states for s, n in zip(group, counts, strict=True) if n]
+            posteriors, states = model.stepper.run(windows, [np.stack(st) for st in zip(*held, strict=True)])
+        else:
+            posteriors = model.predict(windows)
         scored += len(posteriors)
-        for i, dets in zip(pending, accept_batch(group, counts, posteriors), strict=True):
+        for i, dets in zip(pending, accept_batch(group, counts, posteriors, states), strict=True):
             out[i] += dets
         pending = [i for i in pending if spotters[i].has_due]
     return out, scored

@@ -1,0 +1,166 @@
+"""The step model of a streamable DS-CNN gives, hop by hop, what the windowed model gives per window."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from training import models  # noqa: E402
+from training.streaming import step_model  # noqa: E402
+
+HOP = 8
+
+
+def _model(seed: int):
+    """A small streamable DS-CNN whose batch norms are set from data, layer by layer, as training would
+    leave them: untrained, the activations die out with depth and every window gets the same output."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    x = _loud_and_quiet(rng, 64 * 96).reshape(64, 96, 40)
+    m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, conv0_kernel=(8, 4), streamable=True)
+    for layer in m.layers:
+        if layer.name.startswith("bn"):
+            seen = keras.Model(m.input, layer.input).predict(x[..., None], verbose=0)
+            g, b, _, _ = layer.get_weights()
+            layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.5, b.shape),
+                               seen.mean(axis=(0, 1, 2)), seen.var(axis=(0, 1, 2)) + 1e-3])
+    w, _ = m.get_layer("head").get_weights()
+    m.get_layer("head").set_weights([w, rng.normal(0, 1, 14)])  # a zero bias would be folded away in ONNX
+    return m
+
+
+def _loud_and_quiet(rng, frames: int) -> np.ndarray:
+    """Log-mel frames of noise whose loudness changes every 8 frames, as speech and pauses do."""
+    loudness = np.repeat(rng.uniform(-40, 20, -(-frames // 8)), 8)[:frames, None]
+    return (rng.normal(size=(frames, 40)) * 10 - 40 + loudness).astype(np.float32)
+
+
+@pytest.mark.parametrize("transferred", [False, True])
+def test_step_by_step_equals_every_window(transferred):
+    m = _model(0)
+    if transferred:  # as the pipeline ships it: the 8-word base's body under a new head
+        m, _ = models.transfer_all(m, 14)
+    step, states = step_model(m, HOP)
+    rng = np.random.default_rng(1)
+    stream = _loud_and_quiet(rng, 96 + 8 * 12)
+    held = [np.zeros((1, *s.shape), np.float32) for s in states]
+    compared, spread = 0, []
+    for end in range(HOP, len(stream) + 1, HOP):
+        out = step.predict([stream[None, end - HOP: end, :, None], *held], verbose=0)
+        posts, held = out[0], list(out[1:])
+        if end >= 96:
+            want = m.predict(stream[None, end - 96: end, :, None], verbose=0)
+            np.testing.assert_allclose(posts, want, rtol=1e-4, atol=1e-5)
+            spread.append(want[0])
+            compared += 1
+    assert compared == 13
+    assert np.std(spread, axis=0).max() > 1e-3  # far above the tolerance: a wrong state would show
+
+
+STREAMING = {"hop_s": 0.08, "smoothing": 1, "refractory_s": 1.0}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The same small network exported twice: windowed only, and windowed with its step model."""
+    from training import export
+    from triage.features import FeatureParams
+    from triage.keywords import CLASSES
+
+    root = tmp_path_factory.mktemp("streaming")
+    params = FeatureParams()
+    m = _model(2)
+    common = dict(name="t", classes=list(CLASSES), params=params, streaming=STREAMING, thresholds=None,
+                  metrics={}, provenance={})
+    windowed = root / "windowed" / "kws.onnx"
+    export.to_onnx(m, params, windowed)
+    export.write_manifest(windowed, **common)
+    stepped = root / "stepped" / "kws.onnx"
+    export.to_onnx(m, params, stepped)
+    export.write_manifest(stepped, **common, step=export.to_onnx_step(m, params, stepped, HOP))
+    return windowed, stepped
+
+
+def _call(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=16000 * 3) * np.repeat(rng.uniform(0, 0.3, 30), 1600)).astype(np.float32)
+
+
+def _stepped_trace(model, call: np.ndarray, seed: int) -> tuple[list[float], np.ndarray]:
+    from triage.spotter import KeywordSpotter
+
+    spotter = KeywordSpotter(model, trace=True)
+    cuts = np.sort(np.random.default_rng(seed).choice(len(call), 20, replace=False))
+    for piece in np.split(call, cuts):
+        spotter.feed(piece)
+    return [t for t, _ in spotter.trace], np.stack([p for _, p in spotter.trace])
+
+
+def test_the_live_core_steps_a_call_exactly_as_it_scores_windows(exported):
+    """Exported to ONNX, the step model run by the spotter gives the windowed model's posteriors on
+    every window of a call, however the audio is chunked."""
+    from triage.model import KeywordModel
+    from triage.spotter import call_windows
+
+    windowed, stepped = exported
+    model = KeywordModel(stepped)
+    assert model.stepper is not None and KeywordModel(windowed).stepper is None
+    call = _call(3)
+    times, windows = call_windows(model, call)
+    want = KeywordModel(windowed).predict(windows)
+    got_times, got = _stepped_trace(model, call, 4)
+    assert got_times == pytest.approx(list(times))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert want.std(axis=0).max() > 1e-3  # far above the tolerance: a wrong state would show
+
+
+def test_a_new_head_goes_into_both_models(exported, tmp_path):
+    """`triage adapt` and the pipeline's head refit rewrite the step model's head with the windowed one's."""
+    import json
+
+    from triage.adapt import read_head, step_with_head, write_model
+    from triage.model import KeywordModel, manifest_path_for
+    from triage.spotter import call_windows
+
+    _, stepped = exported
+    proto, head = read_head(stepped)
+    rng = np.random.default_rng(5)
+    w, b = rng.normal(size=head.weights.shape), rng.normal(size=head.bias.shape)
+    out = tmp_path / "adapted.onnx"
+    write_model(proto, head, w, b, out)
+    manifest = json.loads(manifest_path_for(stepped).read_text())
+    manifest["step"] = step_with_head(manifest["step"], stepped.parent, w, b, out)
+    manifest_path_for(out).write_text(json.dumps(manifest))
+    assert (tmp_path / "adapted_step.onnx").is_file()
+
+    adapted = KeywordModel(out)
+    call = _call(6)
+    _, windows = call_windows(adapted, call)
+    want = adapted.predict(windows)
+    np.testing.assert_allclose(_stepped_trace(adapted, call, 7)[1], want, rtol=1e-4, atol=1e-5)
+    assert np.abs(want - KeywordModel(stepped).predict(windows)).max() > 0.1  # the head did change
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"streaming": {**STREAMING, "hop_s": 0.1}}, "hop_s of exactly 8 frames"),
+    ({"streaming": {**STREAMING, "skip_below": 0.1, "skip_windows": 2}}, "no gate or window skipping"),
+    ({"step": {"file": "kws_step.onnx", "sha256": "0" * 64, "hop_frames": 8}}, "sha256 differs"),
+    ({"step": {"file": "missing.onnx", "hop_frames": 8}}, "step model the manifest names is missing"),
+    ({"step": {"file": "kws_step.onnx"}}, "missing or has a bad field"),
+])
+def test_a_step_model_that_does_not_fit_is_refused_at_load(exported, tmp_path, change, error):
+    import json
+    import shutil
+
+    from triage.model import KeywordModel, ModelError, manifest_path_for
+
+    _, stepped = exported
+    for f in stepped.parent.iterdir():
+        shutil.copy2(f, tmp_path / f.name)
+    path = tmp_path / stepped.name
+    manifest = {**json.loads(manifest_path_for(path).read_text()), **change}
+    manifest_path_for(path).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match=error):
+        KeywordModel(path)
