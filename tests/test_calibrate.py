@@ -68,13 +68,17 @@ def test_skip_mask_is_the_spotters_window_skipping(tmp_path):
 def test_the_false_alarm_budget_goes_where_it_buys_the_most_recall():
     # (threshold, recall, dev false alarms) over a grid, as `curves` gives them
     cv = {"gaz": [(0.5, 0.9, 3), (0.7, 0.8, 1), (0.9, 0.5, 0)],
-          "vol": [(0.5, 0.7, 1), (0.7, 0.6, 0), (0.9, 0.6, 0)],
-          "malaise": [(0.5, 0.4, 5), (0.9, 0.2, 4)]}  # over any budget: the top threshold, reported
-    thresholds, recalls, spent = allocate(cv, 0)
-    assert thresholds == {"gaz": 0.9, "vol": 0.9, "malaise": 0.9} and spent["malaise"] == 4
-    thresholds, recalls, spent = allocate(cv, 1)  # gaz gains 0.3 for one false alarm, vol only 0.1
-    assert thresholds["gaz"] == 0.7 and thresholds["vol"] == 0.9 and spent["gaz"] == 1
-    thresholds, recalls, spent = allocate(cv, 2)
-    assert thresholds == {"gaz": 0.7, "vol": 0.5, "malaise": 0.9} and recalls["vol"] == 0.7
-    assert allocate(cv, 3)[0] == allocate(cv, 2)[0]  # a third false alarm buys nothing for gaz alone (needs 3)
-    assert allocate(cv, 4)[0] == {"gaz": 0.5, "vol": 0.5, "malaise": 0.9}  # 0.9 + 0.7 beats 0.8 + 0.7
+          "vol": [(0.5, 0.7, 1), (0.7, 0.6, 0), (0.9, 0.6, 0)]}
+    assert allocate(cv, 0) == ({"gaz": 0.9, "vol": 0.9}, {"gaz": 0.5, "vol": 0.6}, {"gaz": 0, "vol": 0})
+    assert allocate(cv, 1)[0] == {"gaz": 0.7, "vol": 0.9}  # gaz gains 0.3 for one false alarm, vol only 0.1
+    assert allocate(cv, 2)[0] == {"gaz": 0.7, "vol": 0.5}
+    assert allocate(cv, 3)[0] == {"gaz": 0.7, "vol": 0.5}  # gaz's next point costs two more
+    assert allocate(cv, 4) == ({"gaz": 0.5, "vol": 0.5}, {"gaz": 0.9, "vol": 0.7}, {"gaz": 3, "vol": 1})
+
+
+def test_a_keyword_that_fires_falsely_at_any_threshold_spends_the_budget_first():
+    cv = {"gaz": [(0.5, 0.9, 3), (0.7, 0.8, 1), (0.9, 0.5, 0)],
+          "malaise": [(0.5, 0.4, 5), (0.9, 0.2, 2)]}  # two false alarms even at the top
+    assert allocate(cv, 2) == ({"gaz": 0.9, "malaise": 0.9}, {"gaz": 0.5, "malaise": 0.2}, {"gaz": 0, "malaise": 2})
+    assert allocate(cv, 3)[0] == {"gaz": 0.7, "malaise": 0.9}
+    assert allocate(cv, 1)[0] == {"gaz": 0.9, "malaise": 0.9}  # over budget anyway: every keyword's least
