@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.calibrate import Stream, allocate, counts, fire_times, smoothed
+from training.calibrate import Stream, allocate, counts, fire_times, rank_choice, smoothed
 from triage.replay import CallLabel, KeywordLabel
 from triage.spotter import Trigger
 
@@ -82,3 +82,13 @@ def test_a_keyword_that_fires_falsely_at_any_threshold_spends_the_budget_first()
     assert allocate(cv, 2) == ({"gaz": 0.9, "malaise": 0.9}, {"gaz": 0.5, "malaise": 0.2}, {"gaz": 0, "malaise": 2})
     assert allocate(cv, 3)[0] == {"gaz": 0.7, "malaise": 0.9}
     assert allocate(cv, 1)[0] == {"gaz": 0.9, "malaise": 0.9}  # over budget anyway: every keyword's least
+
+
+def test_operating_points_rank_by_false_alarms_then_latency_then_recall():
+    points = {"slow but best recall": rank_choice(2, 2, 0.35, 0.3, 0.60),
+              "fast": rank_choice(1, 2, 0.25, 0.3, 0.55),
+              "over budget": rank_choice(3, 2, 0.10, 0.3, 0.90),
+              "far over budget": rank_choice(9, 2, 0.10, 0.3, 0.95)}
+    assert sorted(points, key=points.get, reverse=True) == ["fast", "slow but best recall", "over budget",
+                                                            "far over budget"]
+    assert rank_choice(2, 2, 0.25, 0.3, 0.6) > rank_choice(0, 2, 0.25, 0.3, 0.5)  # within budget: recall
