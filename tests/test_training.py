@@ -82,6 +82,20 @@ def test_trim_and_energy_check():
     assert is_broken(y, "keyword") is None
 
 
+def test_hard_negatives_are_the_windows_taken_for_a_keyword_and_none_of_none():
+    from training.mining import hard_negatives
+    from triage.keywords import CLASSES
+
+    def predict(x):  # window i scores x[i, 0, 0] on its keyword columns, the rest on _unknown_
+        p = np.zeros((len(x), len(CLASSES)), np.float32)
+        p[:, 0], p[:, -1] = x[:, 0, 0], 1 - x[:, 0, 0]
+        return p
+    x = np.zeros((5, 2, 2), np.float16)
+    x[:, 0, 0] = [0.1, 0.5, 0.19, 0.25, 0.9]
+    assert hard_negatives(predict, x, batch=2).tolist() == [1, 3, 4]
+    assert hard_negatives(predict, x[:0]).tolist() == []
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the training voices")
 @pytest.mark.parametrize("streamable", [False, True], ids=["windowed", "streamable"])

@@ -14,9 +14,11 @@ from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
 
 
 def hard_negatives(predict, x_unknown: np.ndarray, floor: float = 0.2, batch: int = 2048) -> np.ndarray:
-    """Indices of windows whose highest keyword probability is at least `floor`."""
-    top = np.concatenate([predict(x_unknown[i: i + batch].astype(np.float32))[:, : len(KEYWORDS)].max(axis=1)
-                          for i in range(0, len(x_unknown), batch)])
+    """Indices of windows whose highest keyword probability is at least `floor` (none of no windows: a
+    tiny run, or a model that mines nothing, rescores an empty set after its round)."""
+    top = np.concatenate([np.zeros(0, np.float32)] + [
+        predict(x_unknown[i: i + batch].astype(np.float32))[:, : len(KEYWORDS)].max(axis=1)
+        for i in range(0, len(x_unknown), batch)])
     return np.nonzero(top >= floor)[0]
 
 
