@@ -83,19 +83,25 @@ class _OnnxNetwork:
                                for i in range(0, len(x), MAX_BATCH)])
 
 
+def _pinned_digest(path: Path, sha256: str | None, missing: str, differs: str) -> str:
+    """The short digest of a file a manifest names beside its model, refused if it is missing or is not
+    the file the manifest pins (sha256)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: {missing}")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if sha256 and digest != sha256:
+        raise ModelError(f"{path}: {differs} (sha256 differs)")
+    return digest[:12]
+
+
 class KeywordGate:
     """A cheap network in front of the full model (training/gate.py): only windows it scores at or above
     its threshold are worth the full model's time."""
 
     def __init__(self, path: Path, threshold: float, sha256: str | None, threads: int, expected: tuple[int, int]):
-        if not path.is_file():
-            raise ModelError(f"{path}: the gate the manifest names is missing "
-                             "(train it with `python -m training.gate`)")
-        data = path.read_bytes()
-        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-            raise ModelError(f"{path}: not the gate the manifest was calibrated with (sha256 differs)")
+        self.digest = _pinned_digest(path, sha256, "the gate the manifest names is missing (train it with "
+                                     "`python -m training.gate`)", "not the gate the manifest was calibrated with")
         self.path, self.threshold = path, threshold
-        self.digest = hashlib.sha256(data).hexdigest()[:12]
         self._network = _OnnxNetwork(path, threads, expected)
 
     def scores(self, windows: np.ndarray) -> np.ndarray:
@@ -109,13 +115,9 @@ class StepNetwork:
     what the windowed model gives on each window, for a fraction of the work."""
 
     def __init__(self, path: Path, sha256: str | None, hop_frames: int, threads: int, n_mels: int):
-        if not path.is_file():
-            raise ModelError(f"{path}: the step model the manifest names is missing")
-        data = path.read_bytes()
-        if sha256 and hashlib.sha256(data).hexdigest() != sha256:
-            raise ModelError(f"{path}: not the step model exported with this model (sha256 differs)")
+        self.digest = _pinned_digest(path, sha256, "the step model the manifest names is missing",
+                                     "not the step model exported with this model")
         self.path, self.hop_frames = path, hop_frames
-        self.digest = hashlib.sha256(data).hexdigest()[:12]
         self._network = _OnnxNetwork(path, threads, (hop_frames, n_mels))
         inputs = self._network.session.get_inputs()
         self.state_names = [i.name for i in inputs[1:]]
@@ -197,6 +199,12 @@ class KeywordModel:
             if abs(hop - self.stepper.hop_frames) > 1e-6 or self.gate or self.streaming.skip_windows:
                 raise ModelError(f"{mpath}: a step model needs streaming.hop_s of exactly {self.stepper.hop_frames} "
                                  "frames, and no gate or window skipping (every hop moves its states on)")
+
+    @property
+    def hop_frames(self) -> int:
+        """Log-mel frames between two scored windows: the manifest's hop_s on the features' frame grid."""
+        p = self.features
+        return max(1, round(self.streaming.hop_s * p.sample_rate / p.hop_length))
 
     @staticmethod
     def _windows(windows: np.ndarray) -> np.ndarray:

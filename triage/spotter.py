@@ -62,7 +62,7 @@ class KeywordSpotter:
         self._params = p
         self._frames = LogMelStream(p, model.extractor)
         self._window = p.window_frames
-        self._hop_frames = max(1, round(model.streaming.hop_s * p.sample_rate / p.hop_length))
+        self._hop_frames = model.hop_frames
         # With a step model every hop is due from the call's start (its states must see every frame); the
         # hops before the first whole window only warm the states up.
         self.states = model.stepper.initial_states() if model.stepper else None
@@ -195,8 +195,7 @@ def call_windows(model: KeywordModel, samples: np.ndarray) -> tuple[np.ndarray, 
     With a step model these are the windows its hops give the probabilities of."""
     p = model.features
     frames = model.extractor.of_framed(LogMelStream(p, model.extractor).take(np.asarray(samples, np.float32)))
-    hop = max(1, round(model.streaming.hop_s * p.sample_rate / p.hop_length))
-    seen = np.arange(p.window_frames, len(frames) + 1, hop)
+    seen = np.arange(p.window_frames, len(frames) + 1, model.hop_frames)
     windows = (np.stack([frames[n - p.window_frames: n] for n in seen]) if len(seen)
                else np.zeros((0, p.window_frames, p.n_mels), dtype=np.float32))
     return window_end(p, seen), windows
