@@ -32,6 +32,7 @@ def refit(onnx_path: Path, windows: dict, l2: float = 0.05, steps: int = 400, ba
     write_model(proto, head, w, b, onnx_path)
     if step is not None:
         step = step_with_head(step, onnx_path.parent, w, b, onnx_path)
-    return {**({"step": step} if step else {}),"windows": int(len(y)), "l2": l2, "steps": steps, "balance": balance,
+    return {**({"step": step} if step else {}), "windows": int(len(y)), "l2": l2, "steps": steps,
+            "balance": balance,
             "train_accuracy_before": round(float((head.probabilities(e).argmax(1) == y).mean()), 4),
             "train_accuracy_after": round(float((refitted.probabilities(e).argmax(1) == y).mean()), 4)}
