@@ -195,13 +195,13 @@ def allocate(cv: dict[str, list[tuple]], budget: int) -> tuple[dict[str, float],
     keyword's best point at a spend is its highest recall (then highest threshold) with at most that many
     false alarms; a knapsack over the keywords spends the rest, the fewest false alarms among equal recalls.
     """
-    options: dict[str, list[tuple[int, float, float]]] = {}  # kw → [(spend, threshold, recall)]
+    options: dict[str, list[tuple[int, float, float, int]]] = {}  # kw → [(spend, threshold, recall, fas)]
     for kw, rows in cv.items():
         least = min(fas for _, _, fas in rows)
         options[kw] = []
         for spend in range(least, max(budget, least) + 1):
-            rec, thr = max(((rec or 0.0, thr) for thr, rec, fas in rows if fas <= spend))
-            options[kw].append((spend, thr, rec))
+            rec, thr, fas = max((rec or 0.0, thr, fas) for thr, rec, fas in rows if fas <= spend)
+            options[kw].append((spend, thr, rec, fas))
     # plans[b]: (total recall, {kw: option}) spending exactly b over the keywords seen so far
     plans: dict[int, tuple[float, dict]] = {0: (0.0, {})}
     for kw, opts in options.items():
@@ -216,8 +216,8 @@ def allocate(cv: dict[str, list[tuple]], budget: int) -> tuple[dict[str, float],
     within = [b for b in plans if b <= budget] or [min(plans)]  # else every keyword at its least
     spend = min(within, key=lambda b: (-round(plans[b][0], 9), b))
     chosen = plans[spend][1]
-    fas = {kw: next(f for thr, _, f in cv[kw] if thr == chosen[kw][1]) for kw in cv}
-    return {kw: chosen[kw][1] for kw in cv}, {kw: chosen[kw][2] for kw in cv}, fas
+    return ({kw: chosen[kw][1] for kw in cv}, {kw: chosen[kw][2] for kw in cv},
+            {kw: chosen[kw][3] for kw in cv})
 
 
 def dev_latency_p95(model: KeywordModel, dev: list[Stream], k_smooth: int, thresholds: dict[str, float]) -> float:
