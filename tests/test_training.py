@@ -82,6 +82,33 @@ def test_trim_and_energy_check():
     assert is_broken(y, "keyword") is None
 
 
+def test_synthesis_assembles_the_kokoro_model_before_its_workers_start(tmp_path, monkeypatch):
+    """Two workers assembling it at once truncate each other's copy (seen on a new machine)."""
+    from training import synth
+
+    cache = tmp_path / "kokoro-cache"
+    monkeypatch.setenv("KOKORO_JA_CACHE", str(cache))
+    seen = []
+
+    class Pool:
+        def __init__(self, workers):
+            seen.append(sorted(p.name for p in cache.glob("*")))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def imap_unordered(self, work, jobs):
+            return iter(())
+
+    monkeypatch.setattr(synth.mp, "get_context", lambda method: type("Context", (), {"Pool": Pool}))
+    monkeypatch.setattr(synth, "collect_real", lambda data: {})
+    synth.run(tmp_path, voices=[v for v in VOICES if v.engine == "kokoro"][:1])
+    assert seen == [["kokoro-v1.0.int8.onnx"]]
+
+
 def test_hard_negatives_are_the_windows_taken_for_a_keyword_and_none_of_none():
     from training.mining import hard_negatives
     from triage.keywords import CLASSES

@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from training import corpus
 from training.synth import voiced_bounds
-from training.voices import VoiceUnavailable, ipa
+from training.voices import VoiceUnavailable, ipa, kokoro_model_file
 from triage.audio import TARGET_RATE, read_wav, resample
 from triage.keywords import KEYWORDS
 
@@ -133,7 +133,7 @@ def _kokoro(data: Path):
     path = data / "kokoro_durations.onnx"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        model = onnx.load(str(core.model_path()))
+        model = onnx.load(str(kokoro_model_file()))
         # The rounded per-token durations (in 600-sample frames at 24 kHz) as a second output.
         model.graph.output.append(onnx.helper.make_tensor_value_info("/encoder/Round_output_0",
                                                                      onnx.TensorProto.FLOAT, None))

