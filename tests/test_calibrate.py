@@ -1,10 +1,22 @@
 """Calibration arithmetic: the offline smoothing is the spotter's, counts match labels."""
 
+import json
+from types import SimpleNamespace
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from training.calibrate import Stream, allocate, counts, fire_times, rank_choice, smoothed
+from training.calibrate import (
+    Stream,
+    allocate,
+    counts,
+    fire_times,
+    keyword_speakers,
+    rank_choice,
+    recall_by_engine,
+    smoothed,
+)
 from triage.replay import CallLabel, KeywordLabel
 from triage.spotter import Trigger
 
@@ -28,6 +40,28 @@ def test_counts_separate_hits_from_false_alarms():
     assert (hits, total, fas) == (1, 1, 1)
     assert np.isclose(lat[0], 0.1)
     assert counts([st], [score], "gaz", 0.95, 1.0)[:3] == (0, 1, 0)
+
+
+def test_recall_is_split_by_the_engine_that_spoke_each_keyword(tmp_path):
+    classes = ["gaz", "vol", "_unknown_"]
+    times = np.arange(1, 101) * 0.1
+    posts = np.zeros((100, 3))
+    posts[25:28, 0] = 0.9  # gaz, said by MBROLA at 2.2–2.5 s: detected
+    posts[60:62, 1] = 0.4  # vol, said by Kokoro at 5.5–5.8 s: below its threshold, missed
+    posts[80:82, 0] = 0.9  # gaz again at 7.5–7.8 s, by espeak-ng: detected
+    (tmp_path / "labels.jsonl").write_text(json.dumps({"file": "a.wav", "services": [17, 18], "keywords": [
+        {"keyword": "gaz", "start": 2.2, "end": 2.5, "speaker": "mbrola:fr6"},
+        {"keyword": "vol", "start": 5.5, "end": 5.8, "speaker": "kokoro:pf_dora"},
+        {"keyword": "gaz", "start": 7.5, "end": 7.8, "speaker": "espeak:fr+m7"}]}) + "\n")
+    speakers = keyword_speakers(tmp_path / "labels.jsonl")
+    label = CallLabel("a.wav", (17, 18), (KeywordLabel("gaz", 2.2, 2.5), KeywordLabel("vol", 5.5, 5.8),
+                                          KeywordLabel("gaz", 7.5, 7.8)))
+    model = SimpleNamespace(keywords=["gaz", "vol"], classes=classes, thresholds={"gaz": 0.5, "vol": 0.5},
+                            streaming=SimpleNamespace(refractory_s=1.0))
+    free = Stream("free-000", 10.0, times, np.full((100, 3), 0.95), None)  # no labels: not counted
+    by_engine = recall_by_engine(model, [Stream("a.wav", 10.0, times, posts, label), free], 1, speakers)
+    assert by_engine == {"espeak": {"recall": 1.0, "instances": 1}, "kokoro": {"recall": 0.0, "instances": 1},
+                         "mbrola": {"recall": 1.0, "instances": 1}}
 
 
 @settings(max_examples=300, deadline=None)

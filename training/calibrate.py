@@ -158,17 +158,22 @@ def counts(streams: list[Stream], scores: list[np.ndarray], keyword: str, thresh
         words = [w for w in (st.label.keywords if st.label else ()) if w.keyword == keyword]
         total += len(words)
         fired = fire_times(st.times, sc, threshold, refractory)
-        used = set()
-        for w in words:
-            m = next((i for i, t in enumerate(fired) if i not in used and w.start <= t <= w.end + MATCH_AFTER_END_S),
-                     None)
-            if m is not None:
-                used.add(m)
-                hits += 1
-                lat.append(fired[m] - w.end)
-        fas += sum(1 for i, t in enumerate(fired) if i not in used and not any(
+        found = matched(fired, words)
+        hits += sum(m is not None for m in found)
+        lat += [fired[m] - w.end for w, m in zip(words, found, strict=True) if m is not None]
+        fas += sum(1 for i, t in enumerate(fired) if i not in found and not any(
             w.start <= t <= w.end + MATCH_AFTER_END_S for w in words))
     return hits, total, fas, lat
+
+
+def matched(fired: list[float], words) -> list[int | None]:
+    """For each labelled word, the firing that detects it (index into `fired`) or None: the first firing not
+    yet taken between the word's start and MATCH_AFTER_END_S after its end, as `triage replay` scores it."""
+    found: list[int | None] = []
+    for w in words:
+        found.append(next((i for i, t in enumerate(fired)
+                           if i not in found and w.start <= t <= w.end + MATCH_AFTER_END_S), None))
+    return found
 
 
 def curves(model: KeywordModel, streams: list[Stream], k_smooth: int) -> dict[str, list[tuple]]:
@@ -356,6 +361,34 @@ def per_keyword(model: KeywordModel, streams: list[Stream], k_smooth: int) -> di
     return out
 
 
+def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, speakers: dict[str, list[str]]) -> dict:
+    """Keyword recall (every window scored, the chosen thresholds) by the synthesis engine that spoke the
+    keyword (MBROLA, espeak-ng, Kokoro): where the misses are. `speakers`: per call file, the speaker of
+    each labelled keyword in label order."""
+    refractory = model.streaming.refractory_s
+    tally: dict[str, list[int]] = {}
+    for kw in model.keywords:
+        i = model.classes.index(kw)
+        for st in streams:
+            if st.label is None:
+                continue
+            spoken = [(w, spk) for w, spk in zip(st.label.keywords, speakers[st.name], strict=True) if w.keyword == kw]
+            if not spoken:
+                continue
+            fired = fire_times(st.times, smoothed(st.posts, k_smooth)[:, i], model.thresholds[kw], refractory)
+            for (_, spk), m in zip(spoken, matched(fired, [w for w, _ in spoken]), strict=True):
+                t = tally.setdefault(spk.split(":")[0], [0, 0])
+                t[0] += m is not None
+                t[1] += 1
+    return {engine: {"recall": hits / n, "instances": n} for engine, (hits, n) in sorted(tally.items())}
+
+
+def keyword_speakers(labels_path: Path) -> dict[str, list[str]]:
+    """Per call file, the speaker of each labelled keyword (training/calls.py writes them)."""
+    lines = [json.loads(line) for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {d["file"]: [k.get("speaker", "unknown:") for k in d["keywords"]] for d in lines}
+
+
 def plot_det(model: KeywordModel, test: list[Stream], k_smooth: int, path: Path) -> None:
     import matplotlib
 
@@ -440,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     report = evaluate_test(model, test_dir, test_neg)
     test = raw_streams(model, test_dir, test_neg)
     report["per_keyword"] = per_keyword(model, test, k)  # every window scored (raw_streams)
+    report["recall_by_engine"] = recall_by_engine(model, test, k, keyword_speakers(test_dir / "labels.jsonl"))
     if model.stepper is None:
         report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"]),
                               "every_window": skipping(model, test, 0.0, 0)}

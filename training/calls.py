@@ -89,7 +89,8 @@ def speech_calls(utts: list, free: list, banks: Banks, out: Path, seed: int) -> 
         pieces, labels, t = [], [], float(rng.uniform(0.3, 1.0))
         pieces.append(np.zeros(int(t * TARGET_RATE), np.float32))
         for u in parts:
-            labels += [{"keyword": kw, "start": round(t + s, 3), "end": round(t + e, 3)} for kw, s, e in u.words]
+            labels += [{"keyword": kw, "start": round(t + s, 3), "end": round(t + e, 3), "speaker": u.speaker}
+                       for kw, s, e in u.words]
             gap = np.zeros(int(rng.uniform(0.3, 1.5) * TARGET_RATE), np.float32)
             pieces += [u.audio * rng.uniform(0.5, 1.0), gap]
             t += (len(u.audio) + len(gap)) / TARGET_RATE

@@ -125,6 +125,10 @@ def main(models: Path = ROOT / "models") -> int:
             lat = "–" if d["latency_p95_s"] is None else f"{d['latency_p95_s'] * 1000:.0f} ms"
             out.append(f"| {kw} | {d['threshold']} | {pct(cal['dev_recall'].get(kw))} | {pct(d['recall'])} | "
                        f"{d['instances']} | {d['false_alarms']} | {lat} |")
+        if engines := ev.get("recall_by_engine"):
+            out += ["", "Test recall by the engine that spoke the keyword (per-keyword thresholds, every window "
+                        "scored): " + ", ".join(f"{e} {pct(d['recall'])} of {d['instances']}"
+                                                for e, d in engines.items()) + "."]
         out += ["", "![miss rate against false alarms per hour, per keyword, on the test voices](kws12_det.png)", ""]
     out += [
         "## Isolated clips on held-out voices",
