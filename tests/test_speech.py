@@ -63,3 +63,12 @@ def test_espeak_keyword_times_hold_the_keyword(tmp_path):
     assert 0.25 < end - start < 1.0
     seg = u.audio[int(start * 16000): int(end * 16000)]
     assert np.sqrt(np.mean(seg ** 2)) > 0.02
+
+
+def test_real_speech_that_says_a_keyword_in_any_form_is_kept_out_of_the_keyword_free_material():
+    for said in ("Une bonbonne de gaz.", "Deux BRÛLURES", "des hémorragies", "une maison incendiée",
+                 "la violence", "Un vol de nuit", "Effondrée !"):
+        assert corpus.says_a_keyword(said), said
+    for said in ("Un cerf-volant.", "Un gazania rouge.", "Une des géantes gazeuses.", "Une voiture Volkswagen.",
+                 "Un ballon de volleyball.", "Un problème électronique.", ""):
+        assert not corpus.says_a_keyword(said), said

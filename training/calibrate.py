@@ -1,9 +1,11 @@
 """The streaming operating point, chosen on voices the model never heard, measured on other unheard voices.
 
   dev  (sets the smoothing and each keyword's threshold): running-speech calls of the dev voices,
-       keyword-free speech of the dev voices, 75 % of the real French prompts — all on a phone line.
-       Those prompts are the share training mixes in as babble, so dev false alarms on them may be low.
-  test (gives the figures, sets nothing): the same from the test voices and the other 25 % of the prompts
+       keyword-free speech of the dev voices, 75 % of the real French prompts, half of Tux Paint's spoken
+       descriptions — all on a phone line. Those prompts are the share training mixes in as babble, so dev
+       false alarms on them may be low; training never hears Tux Paint.
+  test (gives the figures, sets nothing): the same from the test voices, the other 25 % of the prompts and
+       the other half of Tux Paint
 
 `python -m training.calibrate` writes thresholds, smoothing and the test figures into the manifest and
 draws recall against false alarms per hour for each keyword (models/kws12_det.png).
@@ -79,11 +81,15 @@ def free_streams(utts: list[speech.Utterance], banks: Banks, seed: int, seconds:
 
 
 def prompt_streams(data: Path, held_out: bool, seconds: float = 60.0):
-    """Real French prompts with no keyword (Armelle, KTuberling), joined into phone-line streams."""
-    rng = np.random.default_rng(17 + held_out)
-    prompts = _split_half(synth.load_real(data, "prompts_fr"), held_out)
-    return [(f"prompts-{i:02d}", telephone(x / (np.abs(x).max() + 1e-9) * 0.5, "mulaw" if i % 2 else "alaw"))
-            for i, x in enumerate(_joined(prompts, rng, seconds, (0.3, 1.2)))]
+    """Real French speech with no keyword, joined into phone-line streams: the prompts (Armelle, KTuberling;
+    training hears the dev share as babble) and Tux Paint's descriptions (never heard in training)."""
+    out = []
+    for seed, source, name, kept in ((17, "prompts_fr", "prompts", 0.75), (19, "tuxpaint_fr", "tuxpaint", 0.5)):
+        rng = np.random.default_rng(seed + held_out)
+        clips = _split_half(synth.load_real(data, source), held_out, kept=kept)
+        out += [(f"{name}-{i:02d}", telephone(x / (np.abs(x).max() + 1e-9) * 0.5, "mulaw" if i % 2 else "alaw"))
+                for i, x in enumerate(_joined(clips, rng, seconds, (0.3, 1.2)))]
+    return out
 
 
 def material(data: Path, split: str, workers: int = 2) -> tuple[Path, list[tuple[str, np.ndarray]]]:
@@ -337,7 +343,8 @@ def evaluate_test(model: KeywordModel, calls_dir: Path, negatives) -> dict:
     # The synthetic sentences put a near-miss phrase (volume, gazon brûlé, problème électronique...) in
     # most sentences, far more often than callers do; the real prompts are ordinary speech.
     by_material = {}
-    for kind, prefix in (("synthetic sentences, dense in near-misses", "free"), ("real French prompts", "prompts")):
+    for kind, prefix in (("synthetic sentences, dense in near-misses", "free"), ("real French prompts", "prompts"),
+                         ("real French descriptions (Tux Paint), never heard in training", "tuxpaint")):
         part = [r for r in neg if r.file.startswith(prefix)]
         by_material[kind] = {"hours": round(sum(r.duration for r in part) / 3600, 3),
                              "false_alarms": sum(len(r.detections) for r in part)}
@@ -452,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
             "material": "dev voices (never trained on): running-speech calls on a phone line with noise, "
                         f"keyword-free speech of the same voices (each sentence over {NOISE_DRAWS} draws of noise "
                         "and line), 75% of the real French prompts (the share training mixes in as babble, so "
-                        "the dev false alarms on them may come out low)",
+                        "the dev false alarms on them may come out low), half of Tux Paint's spoken descriptions",
             **calibration}
         mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         print(json.dumps(calibration, indent=1, ensure_ascii=False))
@@ -480,7 +487,8 @@ def main(argv: list[str] | None = None) -> int:
     plot_det(model, test, k, args.model.with_name(args.model.stem + "_det.png"))
     material_said = ("test voices (never trained on, nothing tuned on them): running-speech calls (8 kHz G.711, "
                      "noise 5-20 dB), keyword-free speech of the same voices (each sentence over "
-                     f"{NOISE_DRAWS} draws of noise and line), the held-out 25% of the real prompts")
+                     f"{NOISE_DRAWS} draws of noise and line), the held-out 25% of the real prompts, the other half of "
+                     "Tux Paint's spoken descriptions")
     before = manifest.setdefault("metrics", {}).get("streaming_test", {})
     earlier = before.get("baseline") if before.get("material") == material_said else None  # else other material
     manifest["metrics"]["streaming_test"] = {"material": material_said, **report}

@@ -5,7 +5,9 @@ Everything here is plain data plus the functions that find installed recordings.
 
 from __future__ import annotations
 
+import re
 import subprocess
+import unicodedata
 from pathlib import Path
 
 from triage.keywords import KEYWORDS
@@ -106,6 +108,34 @@ def french_prompts() -> list[Path]:
     armelle = _package_files("asterisk-prompt-fr-armelle", (".gsm", ".wav"))
     tuberling = [p for p in _package_files("ktuberling-data", (".ogg", ".wav")) if "/sounds/fr/" in str(p)]
     return armelle + tuberling
+
+
+def tuxpaint_descriptions() -> list[Path]:
+    """Real French speech that training never hears: Tux Paint's spoken stamp descriptions (21 min, at
+    least two speakers), all but those whose transcript says a keyword (one says « une bonbonne de gaz »).
+    Natural near-misses stay in: cerf-volant, volleyball, Volkswagen, gazania, géantes gazeuses."""
+    out = []
+    for clip in _package_files("tuxpaint-stamps-default", ("_desc_fr.ogg",)):
+        text = clip.with_name(clip.name.removesuffix("_desc_fr.ogg") + ".txt")
+        said = next((line.removeprefix("fr.utf8=") for line in (text.read_text(encoding="utf-8", errors="replace")
+                     if text.exists() else "").splitlines() if line.startswith("fr.utf8=")), None)
+        if said is not None and not says_a_keyword(said):
+            out.append(clip)
+    return out
+
+
+def says_a_keyword(text: str) -> bool:
+    """Whether a transcript holds a keyword or one of its forms, in any number or gender, as a whole word."""
+    return bool(_KEYWORD_WORDS & set(re.findall(r"[a-z]+", folded(text))))
+
+
+def folded(text: str) -> str:
+    """Lower case without accents: « Hémorragie » and « hemorragie » are the same word here."""
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+_KEYWORD_WORDS = {folded(w) + end for w in (*KEYWORDS, *KEYWORD_FORMS) for end in ("", "s", "e", "es")} | {
+    folded(w)[:-1] for w in KEYWORDS if w.endswith("s")}  # « violence » as well as « violences »
 
 
 def noise_recordings() -> list[Path]:

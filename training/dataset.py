@@ -36,10 +36,11 @@ class Pools:
     banks: Banks
 
 
-def _split_half(items: list, held_out: bool, seed: int = 3) -> list:
-    """Deterministic 75/25 split of real recordings so evaluation noise and babble are unseen."""
+def _split_half(items: list, held_out: bool, seed: int = 3, kept: float = 0.75) -> list:
+    """Deterministic split of real recordings (`kept` of them, or the rest if `held_out`) so evaluation
+    noise and babble are unseen."""
     order = np.random.default_rng(seed).permutation(len(items))
-    cut = int(len(items) * 0.75)
+    cut = int(len(items) * kept)
     idx = order[cut:] if held_out else order[:cut]
     return [items[i] for i in sorted(idx)]
 

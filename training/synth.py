@@ -149,7 +149,8 @@ def _sox_to_16k(path: Path) -> np.ndarray:
 def collect_real(data: Path) -> dict[str, int]:
     """Real recordings installed by Debian packages, converted once to 16 kHz."""
     counts = {}
-    for name, paths in (("prompts_fr", corpus.french_prompts()), ("noise", corpus.noise_recordings())):
+    for name, paths in (("prompts_fr", corpus.french_prompts()), ("noise", corpus.noise_recordings()),
+                        ("tuxpaint_fr", corpus.tuxpaint_descriptions())):
         out = data / "real" / f"{name}.npz"
         if out.exists():
             with np.load(out, allow_pickle=True) as z:
