@@ -438,17 +438,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="an earlier model (.onnx + manifest) measured on the same test material, for comparison")
     ap.add_argument("--keep-thresholds", action="store_true",
                     help="keep the manifest's smoothing and thresholds; choose only the window skipping")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="keep the manifest's whole operating point (smoothing, thresholds, window skipping) and "
+                         "only measure it on the test material, as rebuilt here")
     ap.add_argument("--skip-max-loss", type=float, default=0.0025,
                     help="share of the dev detections window skipping may lose (0: score every window)")
     args = ap.parse_args(argv)
     t0 = time.time()
     model = KeywordModel(args.model)
-    dev_dir, dev_neg = material(args.data, "dev")
-    dev = raw_streams(model, dev_dir, dev_neg)
+    if not args.measure_only:
+        dev_dir, dev_neg = material(args.data, "dev")
+        dev = raw_streams(model, dev_dir, dev_neg)
 
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    if not args.keep_thresholds:
+    if not (args.keep_thresholds or args.measure_only):
         k, thresholds, calibration = choose(model, dev, args.target_fa_per_hour, args.target_latency_p95)
         manifest["thresholds"] = thresholds
         manifest["streaming"]["smoothing"] = k
@@ -465,7 +469,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(calibration, indent=1, ensure_ascii=False))
         model = KeywordModel(args.model)  # skipping is measured with these thresholds
     k = model.streaming.smoothing
-    if model.stepper is None:  # a step model moves its states on at every hop: nothing to skip
+    if args.measure_only:
+        chosen = {"skip_below": model.streaming.skip_below, "skip_windows": model.streaming.skip_windows}
+    elif model.stepper is None:  # a step model moves its states on at every hop: nothing to skip
         chosen, rows = choose_skipping(model, dev, args.skip_max_loss)
         manifest["streaming"].update(skip_below=chosen["skip_below"], skip_windows=chosen["skip_windows"])
         manifest.setdefault("metrics", {}).setdefault("calibration", {})["skipping"] = {
