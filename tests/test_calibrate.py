@@ -48,7 +48,7 @@ def test_recall_is_split_by_the_engine_that_spoke_each_keyword(tmp_path):
     posts = np.zeros((100, 3))
     posts[25:28, 0] = 0.9  # gaz, said by MBROLA at 2.2–2.5 s: detected
     posts[60:62, 1] = 0.4  # vol, said by Kokoro at 5.5–5.8 s: below its threshold, missed
-    posts[80:82, 0] = 0.9  # gaz again at 7.5–7.8 s, by espeak-ng: detected
+    posts[80:82, 0] = 0.3  # gaz again at 7.5–7.8 s, by espeak-ng: below its threshold, missed
     (tmp_path / "labels.jsonl").write_text(json.dumps({"file": "a.wav", "services": [17, 18], "keywords": [
         {"keyword": "gaz", "start": 2.2, "end": 2.5, "speaker": "mbrola:fr6"},
         {"keyword": "vol", "start": 5.5, "end": 5.8, "speaker": "kokoro:pf_dora"},
@@ -60,7 +60,7 @@ def test_recall_is_split_by_the_engine_that_spoke_each_keyword(tmp_path):
                             streaming=SimpleNamespace(refractory_s=1.0))
     free = Stream("free-000", 10.0, times, np.full((100, 3), 0.95), None)  # no labels: not counted
     by_engine = recall_by_engine(model, [Stream("a.wav", 10.0, times, posts, label), free], 1, speakers)
-    assert by_engine == {"espeak": {"recall": 1.0, "instances": 1}, "kokoro": {"recall": 0.0, "instances": 1},
+    assert by_engine == {"espeak": {"recall": 0.0, "instances": 1}, "kokoro": {"recall": 0.0, "instances": 1},
                          "mbrola": {"recall": 1.0, "instances": 1}}
 
 

@@ -67,7 +67,7 @@ def test_espeak_keyword_times_hold_the_keyword(tmp_path):
 
 def test_real_speech_that_says_a_keyword_in_any_form_is_kept_out_of_the_keyword_free_material():
     for said in ("Une bonbonne de gaz.", "Deux BRÛLURES", "des hémorragies", "une maison incendiée",
-                 "la violence", "Un vol de nuit", "Effondrée !"):
+                 "la violence", "Un vol de nuit", "Effondrée !", "Ils volent tout"):
         assert corpus.says_a_keyword(said), said
     for said in ("Un cerf-volant.", "Un gazania rouge.", "Une des géantes gazeuses.", "Une voiture Volkswagen.",
                  "Un ballon de volleyball.", "Un problème électronique.", ""):

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from training import speech, synth
 from training.augment import Banks, make_rirs, telephone
 from training.calls import degrade, speech_calls
-from training.dataset import _split_half
+from training.dataset import _split
 from triage.audio import TARGET_RATE, read_wav_16k
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import MATCH_AFTER_END_S, CallLabel, load_labels, replay_samples, score
@@ -57,8 +57,8 @@ class Stream:
 
 def _banks(data: Path, held_out: bool) -> Banks:
     rirs = make_rirs(data / "rirs.npz")
-    return Banks(speech=_split_half(synth.load_real(data, "prompts_fr"), held_out),
-                 music=_split_half(synth.load_real(data, "noise"), held_out), rirs=rirs[36:] if held_out else rirs[:36])
+    return Banks(speech=_split(synth.load_real(data, "prompts_fr"), held_out),
+                 music=_split(synth.load_real(data, "noise"), held_out), rirs=rirs[36:] if held_out else rirs[:36])
 
 
 def _joined(clips: list[np.ndarray], rng: np.random.Generator, seconds: float, gap: tuple[float, float]):
@@ -86,7 +86,7 @@ def prompt_streams(data: Path, held_out: bool, seconds: float = 60.0):
     out = []
     for seed, source, name, kept in ((17, "prompts_fr", "prompts", 0.75), (19, "tuxpaint_fr", "tuxpaint", 0.5)):
         rng = np.random.default_rng(seed + held_out)
-        clips = _split_half(synth.load_real(data, source), held_out, kept=kept)
+        clips = _split(synth.load_real(data, source), held_out, kept=kept)
         out += [(f"{name}-{i:02d}", telephone(x / (np.abs(x).max() + 1e-9) * 0.5, "mulaw" if i % 2 else "alaw"))
                 for i, x in enumerate(_joined(clips, rng, seconds, (0.3, 1.2)))]
     return out
@@ -393,7 +393,7 @@ def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, 
 def keyword_speakers(labels_path: Path) -> dict[str, list[str]]:
     """Per call file, the speaker of each labelled keyword (training/calls.py writes them)."""
     lines = [json.loads(line) for line in labels_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {d["file"]: [k.get("speaker", "unknown:") for k in d["keywords"]] for d in lines}
+    return {Path(d["file"]).name: [k.get("speaker", "unknown:") for k in d["keywords"]] for d in lines}
 
 
 def plot_det(model: KeywordModel, test: list[Stream], k_smooth: int, path: Path) -> None:
@@ -440,11 +440,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="keep the manifest's smoothing and thresholds; choose only the window skipping")
     ap.add_argument("--measure-only", action="store_true",
                     help="keep the manifest's whole operating point (smoothing, thresholds, window skipping) and "
-                         "only measure it on the test material, as rebuilt here")
+                         "only measure it on the test material as rebuilt here (the manifest's test figures "
+                         "are rewritten)")
     ap.add_argument("--skip-max-loss", type=float, default=0.0025,
                     help="share of the dev detections window skipping may lose (0: score every window)")
     args = ap.parse_args(argv)
     t0 = time.time()
+    synth.collect_real(args.data, ("tuxpaint_fr",))
     model = KeywordModel(args.model)
     if not args.measure_only:
         dev_dir, dev_neg = material(args.data, "dev")

@@ -18,7 +18,7 @@ import numpy as np
 from training import synth
 from training.augment import Augmenter, Banks, _rms, telephone
 from training.corpus import KEYWORD_FORMS
-from training.dataset import _split_half
+from training.dataset import _split
 from training.voices import voices
 from triage.audio import TARGET_RATE, resample, write_wav
 from triage.keywords import KEYWORD_SERVICE
@@ -124,8 +124,8 @@ DEMO = (("mbrola:fr6", ["électrocution"]), ("kokoro:jf_nezumi", ["malaise"]), (
 def make_demo_calls(data: Path, out: Path, seed: int = 52) -> list[Path]:
     """Short held-out-voice calls, light noise, 8 kHz μ-law: small enough to ship in the package."""
     out.mkdir(parents=True, exist_ok=True)
-    prompts = _split_half(synth.load_real(data, "prompts_fr"), True)
-    banks = Banks(speech=prompts, music=_split_half(synth.load_real(data, "noise"), True), rirs=[])
+    prompts = _split(synth.load_real(data, "prompts_fr"), True)
+    banks = Banks(speech=prompts, music=_split(synth.load_real(data, "noise"), True), rirs=[])
     rng = np.random.default_rng(seed)
     paths = []
     for n, (vid, kws) in enumerate(DEMO):

@@ -112,7 +112,8 @@ def french_prompts() -> list[Path]:
 
 def tuxpaint_descriptions() -> list[Path]:
     """Real French speech that training never hears: Tux Paint's spoken stamp descriptions (21 min, at
-    least two speakers), all but those whose transcript says a keyword (one says « une bonbonne de gaz »).
+    least two speakers), all but those whose transcript says a keyword (one says « une bonbonne de gaz ») or
+    is missing (one).
     Natural near-misses stay in: cerf-volant, volleyball, Volkswagen, gazania, géantes gazeuses."""
     out = []
     for clip in _package_files("tuxpaint-stamps-default", ("_desc_fr.ogg",)):
@@ -134,7 +135,7 @@ def folded(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
 
 
-_KEYWORD_WORDS = {folded(w) + end for w in (*KEYWORDS, *KEYWORD_FORMS) for end in ("", "s", "e", "es")} | {
+_KEYWORD_WORDS = {folded(w) + end for w in (*KEYWORDS, *KEYWORD_FORMS) for end in ("", "s", "e", "es", "ent")} | {
     folded(w)[:-1] for w in KEYWORDS if w.endswith("s")}  # « violence » as well as « violences »
 
 

@@ -36,7 +36,7 @@ class Pools:
     banks: Banks
 
 
-def _split_half(items: list, held_out: bool, seed: int = 3, kept: float = 0.75) -> list:
+def _split(items: list, held_out: bool, seed: int = 3, kept: float = 0.75) -> list:
     """Deterministic split of real recordings (`kept` of them, or the rest if `held_out`) so evaluation
     noise and babble are unseen."""
     order = np.random.default_rng(seed).permutation(len(items))
@@ -60,8 +60,8 @@ def load_pools(data: Path, lang: str, held_out: bool) -> Pools:
                 speech.append(clip)
             else:
                 speech.append(clip)
-    prompts = _split_half(synth.load_real(data, "prompts_fr"), held_out)
-    music = _split_half(synth.load_real(data, "noise"), held_out)
+    prompts = _split(synth.load_real(data, "prompts_fr"), held_out)
+    music = _split(synth.load_real(data, "noise"), held_out)
     rirs = make_rirs(data / "rirs.npz")
     rirs = rirs[: 36] if not held_out else rirs[36:]
     return Pools(words, unknown, Banks(speech=speech + prompts, music=music, rirs=rirs))

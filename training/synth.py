@@ -146,18 +146,22 @@ def _sox_to_16k(path: Path) -> np.ndarray:
         return read_wav(out).samples
 
 
-def collect_real(data: Path) -> dict[str, int]:
-    """Real recordings installed by Debian packages, converted once to 16 kHz."""
+REAL_SOURCES = {"prompts_fr": corpus.french_prompts, "noise": corpus.noise_recordings,
+                "tuxpaint_fr": corpus.tuxpaint_descriptions}
+
+
+def collect_real(data: Path, sources: tuple[str, ...] = ("prompts_fr", "noise")) -> dict[str, int]:
+    """Real recordings installed by Debian packages, converted once to 16 kHz. Training needs the prompts
+    and the noise; only calibration hears Tux Paint's descriptions ("tuxpaint_fr")."""
     counts = {}
-    for name, paths in (("prompts_fr", corpus.french_prompts()), ("noise", corpus.noise_recordings()),
-                        ("tuxpaint_fr", corpus.tuxpaint_descriptions())):
+    for name in sources:
         out = data / "real" / f"{name}.npz"
         if out.exists():
             with np.load(out, allow_pickle=True) as z:
                 counts[name] = len(z["audio"])
             continue
         clips, names = [], []
-        for p in tqdm(paths, desc=f"converting {name}", unit="file"):
+        for p in tqdm(REAL_SOURCES[name](), desc=f"converting {name}", unit="file"):
             try:
                 clips.append(_sox_to_16k(p).astype(np.float32))
                 names.append(str(p))
