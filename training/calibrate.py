@@ -374,15 +374,15 @@ def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, 
     each labelled keyword in label order."""
     refractory = model.streaming.refractory_s
     tally: dict[str, list[int]] = {}
-    for kw in model.keywords:
-        i = model.classes.index(kw)
-        for st in streams:
-            if st.label is None:
-                continue
+    for st in streams:
+        if st.label is None:
+            continue
+        scores = smoothed(st.posts, k_smooth)
+        for kw in model.keywords:
             spoken = [(w, spk) for w, spk in zip(st.label.keywords, speakers[st.name], strict=True) if w.keyword == kw]
             if not spoken:
                 continue
-            fired = fire_times(st.times, smoothed(st.posts, k_smooth)[:, i], model.thresholds[kw], refractory)
+            fired = fire_times(st.times, scores[:, model.classes.index(kw)], model.thresholds[kw], refractory)
             for (_, spk), m in zip(spoken, matched(fired, [w for w, _ in spoken]), strict=True):
                 t = tally.setdefault(spk.split(":")[0], [0, 0])
                 t[0] += m is not None
