@@ -186,9 +186,10 @@ def curves(model: KeywordModel, streams: list[Stream], k_smooth: int) -> dict[st
     """Per keyword: (threshold, recall, false alarms) over the grid."""
     refractory = model.streaming.refractory_s
     out = {}
+    smooth = [smoothed(s.posts, k_smooth) for s in streams]
     for kw in model.keywords:
         i = model.classes.index(kw)
-        scores = [smoothed(s.posts, k_smooth)[:, i] for s in streams]
+        scores = [x[:, i] for x in smooth]
         rows = []
         for thr in GRID:
             hits, total, fas, _ = counts(streams, scores, kw, float(thr), refractory)
@@ -235,9 +236,10 @@ def allocate(cv: dict[str, list[tuple]], budget: int) -> tuple[dict[str, float],
 def dev_latency_p95(model: KeywordModel, dev: list[Stream], k_smooth: int, thresholds: dict[str, float]) -> float:
     """p95 of the time from each detected dev keyword's end to its detection, at these thresholds."""
     lat = []
+    smooth = [smoothed(s.posts, k_smooth) for s in dev]
     for kw, thr in thresholds.items():
         i = model.classes.index(kw)
-        lat += counts(dev, [smoothed(s.posts, k_smooth)[:, i] for s in dev], kw, thr, model.streaming.refractory_s)[3]
+        lat += counts(dev, [x[:, i] for x in smooth], kw, thr, model.streaming.refractory_s)[3]
     return float(np.percentile(lat, 95)) if lat else 0.0
 
 
@@ -302,16 +304,16 @@ def as_unknown(model: KeywordModel, posts: np.ndarray, scored: np.ndarray) -> np
 def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int) -> dict:
     """Detections and false alarms with the manifest's smoothing and thresholds when windows are skipped,
     and the share of windows the model still scores."""
-    posts, scored, total = [], 0, 0
+    smooth, scored, total = [], 0, 0
     for s in streams:
         keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
-        posts.append(as_unknown(model, s.posts, keep))
+        smooth.append(smoothed(as_unknown(model, s.posts, keep), model.streaming.smoothing))
         scored, total = scored + int(keep.sum()), total + len(keep)
     hits = fas = 0
     for kw in model.keywords:
         i = model.classes.index(kw)
-        h, _, f, _ = counts(streams, [smoothed(p, model.streaming.smoothing)[:, i] for p in posts], kw,
-                            model.thresholds[kw], model.streaming.refractory_s)
+        h, _, f, _ = counts(streams, [x[:, i] for x in smooth], kw, model.thresholds[kw],
+                            model.streaming.refractory_s)
         hits, fas = hits + h, fas + f
     return {"skip_below": below, "skip_windows": windows, "windows_scored": round(scored / max(total, 1), 4),
             "detections": hits, "false_alarms": fas}
@@ -358,9 +360,10 @@ def per_keyword(model: KeywordModel, streams: list[Stream], k_smooth: int) -> di
     refractory = model.streaming.refractory_s
     hours = sum(s.keyword_free_seconds() for s in streams) / 3600
     out = {}
+    smooth = [smoothed(s.posts, k_smooth) for s in streams]
     for kw in model.keywords:
         i = model.classes.index(kw)
-        scores = [smoothed(s.posts, k_smooth)[:, i] for s in streams]
+        scores = [x[:, i] for x in smooth]
         hits, total, fas, lat = counts(streams, scores, kw, model.thresholds[kw], refractory)
         out[kw] = {"threshold": model.thresholds[kw], "recall": hits / total if total else None, "instances": total,
                    "false_alarms": fas, "false_alarms_per_hour": fas / hours if hours else None,
