@@ -42,6 +42,19 @@ def test_plan_covers_every_keyword_and_keyword_free_sentences():
     assert speech.plan("train", 600, seed=0, kokoro_share=0.2)[5][2] == jobs[5][2]  # reproducible
 
 
+def test_extra_voices_keep_to_their_kind():
+    standard = speech.plan("train", 400, seed=1, kokoro_share=0.3)
+    natural = speech.plan("train", 400, seed=1, kokoro_share=0.3, extra="natural")
+    wide = speech.plan("train", 400, seed=1, kokoro_share=0.3, extra="wide")
+    assert {sp.engine for _, sp, _ in natural} == {"kokoro", "mbrola"}
+    leads = {sp.spec.split("*")[0] for _, sp, _ in natural if sp.engine == "kokoro"}
+    assert leads <= set(speech._FRENCH_LEAD)  # the French-sounding styles lead, as in training
+    shifted = [sp.gender_shift is not None for _, sp, _ in natural if sp.engine == "mbrola"]
+    assert 0.6 < np.mean(shifted) < 0.8
+    assert {sp.engine for _, sp, _ in wide} == {"kokoro", "mbrola", "espeak"}
+    assert np.mean([sp.gender_shift is not None for _, sp, _ in standard if sp.engine == "mbrola"]) < 0.45
+
+
 def test_keyword_free_sentences_name_no_keyword():
     rng = np.random.default_rng(1)
     for _ in range(200):

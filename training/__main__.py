@@ -81,11 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-rounds", type=int, default=6,
                     help="rounds after training, each on freshly augmented speech plus its hard negatives")
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
-    ap.add_argument("--speech-wide", type=int, default=2000,
-                    help="running-speech utterances of voices further from French (speech.draw_speaker `wide`)")
-    ap.add_argument("--wide-rounds", type=int, default=0,
-                    help="mining rounds after the others, on the training speech plus the wider voices (measured "
-                         "worse with 1: training/README.md)")
+    ap.add_argument("--extra-voices", choices=speech.EXTRA_VOICES, default="wide",
+                    help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, or the natural "
+                         "ones only")
+    ap.add_argument("--extra-speech", type=int, default=2000, help="running-speech utterances of the extra voices")
+    ap.add_argument("--extra-rounds", type=int, default=0,
+                    help="mining rounds after the others, on the training speech plus the extra voices (measured: "
+                         "training/README.md)")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=2)
@@ -120,9 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     synth.run(args.data, workers=args.workers)
     speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                           workers=args.workers)}
-    if args.wide_rounds:
-        speech_paths["wide"] = speech.build(args.data, "train", args.speech_wide, seed=1, kokoro_share=0.3,
-                                            kokoro_cap=600, workers=args.workers, wide=True)
+    if args.extra_rounds:
+        kokoro_share, kokoro_cap = _EXTRA_KOKORO[args.extra_voices]
+        speech_paths[args.extra_voices] = speech.build(
+            args.data, "train", args.extra_speech, seed=1, kokoro_share=kokoro_share, kokoro_cap=kokoro_cap,
+            workers=args.workers, extra=args.extra_voices)
 
     stage_seconds = {"synthesis": round(time.time() - t0)}
     log("stage 2: datasets")
@@ -144,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     speech_tr = speech_windows("train", args.speech_train, seed=0)
     kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
-    wide_tr = speech_windows("wide", args.speech_wide, seed=1) if args.wide_rounds else None
+    extra_tr = speech_windows(args.extra_voices, args.extra_speech, seed=1) if args.extra_rounds else None
     log("training windows: " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(kw_tr["y"],
                                                                       minlength=len(CLASSES)), strict=True)))
 
@@ -169,11 +173,11 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(1, args.mining_rounds + 1):
             ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params,
                             stages / _cache_name("ds_cnn", args))
-    if args.wide_rounds:
-        wide_utts = speech.load(speech_paths["wide"])
-        for rnd in range(args.mining_rounds + 1, args.mining_rounds + args.wide_rounds + 1):
-            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts + wide_utts, banks, params,
-                            stages / _cache_name("ds_cnn", args), tag=f"-wide{args.speech_wide}")
+    if args.extra_rounds:
+        extra_utts = speech.load(speech_paths[args.extra_voices])
+        for rnd in range(args.mining_rounds + 1, args.mining_rounds + args.extra_rounds + 1):
+            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts + extra_utts, banks, params,
+                            stages / _cache_name("ds_cnn", args), tag=f"-{args.extra_voices}{args.extra_speech}")
     stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
 
     log("stage 5: export and model card")
@@ -192,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         from training import headfit
 
         log("stage 5b: the last layer refitted, class-balanced, on the running-speech windows")
-        refit = headfit.refit(onnx_path, speech_tr if not args.wide_rounds else {k: np.concatenate(
-            [speech_tr[k], wide_tr[k]]) for k in ("x", "y")}, step=step)
+        refit = headfit.refit(onnx_path, speech_tr if not args.extra_rounds else {k: np.concatenate(
+            [speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, step=step)
         step = refit.pop("step", step)
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
@@ -328,7 +332,7 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
     ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"after mining round {rnd}", ft)
-    info = {"round": rnd, **({"voices": "training and wider voices"} if "-wide" in tag else {}),
+    info = {"round": rnd, **({"voices": f"training and extra ({tag.lstrip('-')}) voices"} if tag else {}),
             **({"spec_augment": True} if args.spec_augment else {}), "pool_windows": int(len(pool)),
             "mined": int(len(idx)),
             "mined_still_above_0.2": int(len(after)), "train_windows": int(len(train["y"])),
@@ -336,6 +340,10 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     kws.save(path)
     info_path.write_text(json.dumps({**info, "ft": ft}))
     return {**ds, "kws": kws, "ft": ft, "mining": ds.get("mining", []) + [info]}
+
+
+# (share, cap) of Kokoro in each extra set: Kokoro is ~4 s of CPU a sentence here, the others ~0.1 s.
+_EXTRA_KOKORO = {"wide": (0.3, 600), "natural": (0.45, 800)}
 
 
 def _cache_name(arch: str, args) -> str:

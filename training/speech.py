@@ -69,14 +69,22 @@ class Speaker:
     gender_shift: tuple[float, float] | None = None  # Praat (formant ratio, pitch median Hz)
 
 
-def draw_speaker(rng: np.random.Generator, split: str, engine: str, wide: bool = False) -> Speaker:
-    """A voice of `split`. `wide` (training only) reaches further from the French-sounding voices: Kokoro
-    blends of any one or two allowed styles, no French lead (how unheard foreign styles sound speaking
-    French), and most MBROLA and espeak-ng utterances moved to a new pseudo-speaker, over wider ranges."""
+# Extra training voices for mining rounds after the standard ones (`python -m training --extra-voices`):
+# "wide" reaches further from the French-sounding voices: Kokoro blends of any one or two allowed styles,
+# no French lead (how unheard foreign styles sound speaking French), and most MBROLA and espeak-ng
+# utterances moved to a new pseudo-speaker over wider ranges. "natural" stays with the voices closest to
+# a real one, where unheard voices are missed most (training/README.md): Kokoro as in training and
+# MBROLA, no espeak-ng, most MBROLA utterances moved to a new pseudo-speaker over the training ranges.
+EXTRA_VOICES = ("wide", "natural")
+
+
+def draw_speaker(rng: np.random.Generator, split: str, engine: str, extra: str = "") -> Speaker:
+    """A voice of `split`; `extra` (training only) is one of `EXTRA_VOICES`."""
     speed = float(rng.uniform(0.8, 1.3))
+    wide = split == "train" and extra == "wide"
     if engine == "kokoro":
         pool = KOKORO_STYLES[split]
-        if split == "train" and wide:
+        if wide:
             names = [str(n) for n in rng.choice(pool, size=2, replace=False)]
             w = float(rng.uniform(0.0, 1.0))
             parts = {names[0]: w, names[1]: 1 - w}
@@ -94,9 +102,9 @@ def draw_speaker(rng: np.random.Generator, split: str, engine: str, wide: bool =
     name = rng.choice(MBROLA[split] if engine == "mbrola" else ESPEAK[split])
     spec = f"mb-{name}" if engine == "mbrola" else ("fr" + (f"+{name}" if name else ""))
     shift = None
-    if split == "train" and wide and rng.random() < 0.8:
+    if wide and rng.random() < 0.8:
         shift = (float(rng.uniform(0.8, 1.25)), float(rng.uniform(80, 300)))
-    elif split == "train" and rng.random() < 0.3:  # a new pseudo-speaker from the same voice
+    elif split == "train" and rng.random() < (0.7 if extra == "natural" else 0.3):  # a new pseudo-speaker
         shift = (float(rng.uniform(0.85, 1.2)), float(rng.uniform(90, 260)))
     vid = f"mbrola:{name}" if engine == "mbrola" else f"espeak:{spec}"
     return Speaker(vid, engine, spec, speed, int(rng.integers(25, 80)), shift)
@@ -323,9 +331,9 @@ def speak(data: Path, sp: Speaker, segments: list[tuple[str, str | None]]) -> Ut
 
 
 def plan(split: str, count: int, seed: int, kokoro_share: float,
-         none_share: float = 0.15, wide: bool = False) -> list[tuple[int, Speaker, list]]:
+         none_share: float = 0.15, extra: str = "") -> list[tuple[int, Speaker, list]]:
     """`count` utterances: `none_share` with no keyword, 10 % of the rest with two, the others one
-    (every keyword equally often); `wide` voices as `draw_speaker` says."""
+    (every keyword equally often); `extra` voices as `draw_speaker` says, and no espeak-ng if "natural"."""
     rng = np.random.default_rng((seed, SPLITS.index(split), int(none_share * 100)))
     jobs = []
     for i in range(count):
@@ -336,8 +344,9 @@ def plan(split: str, count: int, seed: int, kokoro_share: float,
             kws = tuple(str(k) for k in rng.choice(KEYWORDS, size=2, replace=False))
         else:
             kws = (KEYWORDS[i % len(KEYWORDS)],)
-        engine = "kokoro" if rng.random() < kokoro_share else ("mbrola" if rng.random() < 0.55 else "espeak")
-        jobs.append((i, draw_speaker(rng, split, engine, wide), corpus.sentence_segments(rng, kws)))
+        mbrola_share = 1.0 if extra == "natural" else 0.55
+        engine = "kokoro" if rng.random() < kokoro_share else ("mbrola" if rng.random() < mbrola_share else "espeak")
+        jobs.append((i, draw_speaker(rng, split, engine, extra), corpus.sentence_segments(rng, kws)))
     return jobs
 
 
@@ -350,7 +359,7 @@ def _work(args) -> Utterance | str:
 
 
 def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float = 0.25, none_share: float = 0.15,
-          kokoro_cap: int | None = None, workers: int = 2, chunk: int = 500, wide: bool = False) -> list[Path]:
+          kokoro_cap: int | None = None, workers: int = 2, chunk: int = 500, extra: str = "") -> list[Path]:
     """Synthesize a split in chunks of `chunk` utterances (cached: a chunk on disk is not redone).
 
     Kokoro costs ~4 s of CPU per sentence here (the other engines ~0.1 s): `kokoro_cap` keeps only the
@@ -358,7 +367,7 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
     """
     out = data / "speech"
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan(split, count, seed, kokoro_share, none_share, wide)
+    jobs = plan(split, count, seed, kokoro_share, none_share, extra)
     jobs.sort(key=lambda j: j[1].engine != "kokoro")  # slow voices first, so workers finish together
     n_kokoro = sum(1 for j in jobs if j[1].engine == "kokoro")
     if kokoro_cap is not None and n_kokoro > kokoro_cap:
@@ -367,7 +376,7 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
     _kokoro(data) if any(j[1].engine == "kokoro" for j in jobs) else None  # unpack once, before forking
     with mp.get_context("fork").Pool(workers) as pool:
         for c in range(0, len(jobs), chunk):
-            path = out / (f"{split}{'-wide' if wide else ''}-{count}-free{int(none_share * 100)}"
+            path = out / (f"{split}{'-' + extra if extra else ''}-{count}-free{int(none_share * 100)}"
                           f"-kokoro{kokoro_cap}-s{seed}-{c // chunk:03d}.npz")
             paths.append(path)
             if path.exists():
@@ -410,10 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kokoro-cap", type=int, default=None, help="at most this many Kokoro utterances")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--wide", action="store_true", help="training voices further from French (draw_speaker)")
+    ap.add_argument("--extra", choices=EXTRA_VOICES, default="", help="extra training voices (EXTRA_VOICES)")
     args = ap.parse_args(argv)
     for p in build(args.data, args.split, args.count, args.seed, args.kokoro_share, args.none_share,
-                   args.kokoro_cap, args.workers, wide=args.wide):
+                   args.kokoro_cap, args.workers, extra=args.extra):
         print(p)
     return 0
 
