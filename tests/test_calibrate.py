@@ -14,9 +14,11 @@ from training.calibrate import (
     fire_times,
     keyword_speakers,
     rank_choice,
+    recall_by_duration,
     recall_by_engine,
     smoothed,
 )
+from triage.features import FeatureParams
 from triage.replay import CallLabel, KeywordLabel
 from triage.spotter import Trigger
 
@@ -62,6 +64,22 @@ def test_recall_is_split_by_the_engine_that_spoke_each_keyword(tmp_path):
     by_engine = recall_by_engine(model, [Stream("a.wav", 10.0, times, posts, label), free], 1, speakers)
     assert by_engine == {"espeak": {"recall": 0.0, "instances": 1}, "kokoro": {"recall": 0.0, "instances": 1},
                          "mbrola": {"recall": 1.0, "instances": 1}}
+
+
+def test_recall_is_split_by_how_long_each_keyword_lasts():
+    times = np.arange(1, 101) * 0.1
+    posts = np.zeros((100, 3))
+    posts[25:28, 0] = 0.9  # a short gaz (0.3 s): detected
+    posts[60:62, 1] = 0.4  # a 0.5 s vol: below its threshold, missed
+    posts[90:92, 1] = 0.9  # a 1.2 s vol, longer than the window: detected
+    label = CallLabel("a.wav", (17, 18), (KeywordLabel("gaz", 2.2, 2.5), KeywordLabel("vol", 5.5, 6.0),
+                                          KeywordLabel("vol", 7.7, 8.9)))
+    model = SimpleNamespace(keywords=["gaz", "vol"], classes=["gaz", "vol", "_unknown_"],
+                            thresholds={"gaz": 0.5, "vol": 0.5}, streaming=SimpleNamespace(refractory_s=1.0),
+                            features=FeatureParams())
+    assert recall_by_duration(model, [Stream("a.wav", 10.0, times, posts, label)], 1) == {
+        "0.00-0.40 s": {"recall": 1.0, "instances": 1}, "0.40-0.60 s": {"recall": 0.0, "instances": 1},
+        "over 0.98 s (the window)": {"recall": 1.0, "instances": 1}}
 
 
 @settings(max_examples=300, deadline=None)

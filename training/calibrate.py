@@ -371,10 +371,9 @@ def per_keyword(model: KeywordModel, streams: list[Stream], k_smooth: int) -> di
     return out
 
 
-def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, speakers: dict[str, list[str]]) -> dict:
-    """Keyword recall (every window scored, the chosen thresholds) by the synthesis engine that spoke the
-    keyword (MBROLA, espeak-ng, Kokoro): where the misses are. `speakers`: per call file, the speaker of
-    each labelled keyword in label order."""
+def recall_by(model: KeywordModel, streams: list[Stream], k_smooth: int, group) -> dict:
+    """Keyword recall (every window scored, the chosen thresholds) split by `group(stream, i)`, the group of
+    the stream's i-th labelled keyword: where the misses are."""
     refractory = model.streaming.refractory_s
     tally: dict[str, list[int]] = {}
     for st in streams:
@@ -382,15 +381,39 @@ def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, 
             continue
         scores = smoothed(st.posts, k_smooth)
         for kw in model.keywords:
-            spoken = [(w, spk) for w, spk in zip(st.label.keywords, speakers[st.name], strict=True) if w.keyword == kw]
+            spoken = [i for i, w in enumerate(st.label.keywords) if w.keyword == kw]
             if not spoken:
                 continue
             fired = fire_times(st.times, scores[:, model.classes.index(kw)], model.thresholds[kw], refractory)
-            for (_, spk), m in zip(spoken, matched(fired, [w for w, _ in spoken]), strict=True):
-                t = tally.setdefault(spk.split(":")[0], [0, 0])
+            for i, m in zip(spoken, matched(fired, [st.label.keywords[i] for i in spoken]), strict=True):
+                t = tally.setdefault(group(st, i), [0, 0])
                 t[0] += m is not None
                 t[1] += 1
-    return {engine: {"recall": hits / n, "instances": n} for engine, (hits, n) in sorted(tally.items())}
+    return {g: {"recall": hits / n, "instances": n} for g, (hits, n) in sorted(tally.items())}
+
+
+def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, speakers: dict[str, list[str]]) -> dict:
+    """Recall by the synthesis engine that spoke the keyword (MBROLA, espeak-ng, Kokoro). `speakers`: per call
+    file, the speaker of each labelled keyword in label order."""
+    return recall_by(model, streams, k_smooth, lambda st, i: speakers[st.name][i].split(":")[0])
+
+
+# Seconds: is recall lost on short words, or on words longer than the model's ~1 s window (issue #9:
+# slow callers stretch « électrocution » past it)?
+DURATION_BINS = (0.4, 0.6, 0.8)
+
+
+def recall_by_duration(model: KeywordModel, streams: list[Stream], k_smooth: int) -> dict:
+    """Recall by how long the keyword lasts: under 0.4 s, 0.4-0.6 s, …, and longer than the model's window."""
+    window = model.features.window_samples / model.features.sample_rate
+    edges = (*DURATION_BINS, window)
+
+    def group(st: Stream, i: int) -> str:
+        w = st.label.keywords[i]
+        n = int(np.searchsorted(edges, w.end - w.start, side="right"))
+        lo, hi = ([0.0, *edges][n], [*edges, None][n])
+        return f"{lo:.2f}-{hi:.2f} s" if hi is not None else f"over {lo:.2f} s (the window)"
+    return recall_by(model, streams, k_smooth, group)
 
 
 def keyword_speakers(labels_path: Path) -> dict[str, list[str]]:
@@ -492,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     test = raw_streams(model, test_dir, test_neg)
     report["per_keyword"] = per_keyword(model, test, k)  # every window scored (raw_streams)
     report["recall_by_engine"] = recall_by_engine(model, test, k, keyword_speakers(test_dir / "labels.jsonl"))
+    report["recall_by_duration"] = recall_by_duration(model, test, k)
     if model.stepper is None:
         report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"]),
                               "every_window": skipping(model, test, 0.0, 0)}

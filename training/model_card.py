@@ -129,6 +129,9 @@ def main(models: Path = ROOT / "models") -> int:
             out += ["", "Test recall by the engine that spoke the keyword (per-keyword thresholds, every window "
                         "scored): " + ", ".join(f"{e} {pct(d['recall'])} of {d['instances']}"
                                                 for e, d in engines.items()) + "."]
+        if durations := ev.get("recall_by_duration"):
+            out += ["", "Test recall by how long the keyword lasts: " + ", ".join(
+                f"{g} {pct(d['recall'])} of {d['instances']}" for g, d in durations.items()) + "."]
         out += ["", "![miss rate against false alarms per hour, per keyword, on the test voices](kws12_det.png)", ""]
     out += [
         "## Isolated clips on held-out voices",
