@@ -1,0 +1,121 @@
+"""Two or more keyword networks served as one: their logits averaged under a single softmax head.
+
+    python -m training.ensemble models/ v5.onnx v6.onnx    # then: python -m training.calibrate
+
+Each member is an exported keyword model (`python -m training`, trained from its own start). Averaging
+their logits is one linear head on the members' concatenated embeddings:
+
+    mean_i(W_i e_i + b_i) = [W_1 … W_n] / n · [e_1; …; e_n] + mean_i(b_i)
+
+so the ensemble keeps the Softmax(MatMul + bias) head that `triage adapt` refits and stage 5b's refit
+reads (`triage.adapt.read_head`), and serving needs nothing new: one ONNX file, one manifest. Members
+must share the feature parameters and the class list; the manifest written is the first member's, with a
+fresh export's streaming and thresholds for `training.calibrate` to set, the members named by their sha256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from training import export
+from triage.adapt import read_head
+from triage.keywords import KEYWORDS
+from triage.model import manifest_path_for
+
+
+class EnsembleError(ValueError):
+    """The members cannot be combined; the message says which and why."""
+
+
+def _member(path: Path) -> tuple[dict, object, object]:
+    manifest = json.loads(manifest_path_for(path).read_text(encoding="utf-8"))
+    if manifest.get("step") or manifest.get("gate"):
+        raise EnsembleError(f"{path}: a member with a step model or a gate cannot be averaged (their states and "
+                            "rejections are per network)")
+    proto, head = read_head(path)
+    return manifest, proto, head
+
+
+def combine(members: list[Path]) -> tuple[object, dict]:
+    """(ONNX ModelProto, manifest) of the members' logit average."""
+    import onnx
+    from onnx import compose, helper, numpy_helper
+
+    if len(members) < 2:
+        raise EnsembleError("an ensemble needs at least two members")
+    loaded = [_member(p) for p in members]
+    first = loaded[0][0]
+    for p, (m, _, _) in zip(members[1:], loaded[1:], strict=True):
+        for key in ("features", "classes", "input"):
+            if m.get(key) != first.get(key):
+                raise EnsembleError(f"{p}: its {key} differ from {members[0]}'s; members must agree on them")
+    input_name = loaded[0][1].graph.input[0].name
+    nodes, inits, embeddings = [], [], []
+    for i, (_, proto, head) in enumerate(loaded):
+        proto = compose.add_prefix(proto, f"m{i}_")
+        producer = {o: n for n in proto.graph.node for o in n.output}
+        # the member's body: every node its embedding depends on (its head, and nothing else, is left out)
+        needed, stack = set(), [f"m{i}_{head.embedding_name}"]
+        while stack:
+            n = producer.get(stack.pop())
+            if n is not None and id(n) not in needed:
+                needed.add(id(n))
+                stack.extend(n.input)
+        for n in proto.graph.node:
+            if id(n) in needed:
+                n.input[:] = [input_name if x == f"m{i}_{input_name}" else x for x in n.input]
+                nodes.append(n)
+        used = {x for n in proto.graph.node if id(n) in needed for x in n.input}
+        inits += [t for t in proto.graph.initializer if t.name in used]
+        embeddings.append(f"m{i}_{head.embedding_name}")
+    n = len(loaded)
+    weights = np.concatenate([h.weights for _, _, h in loaded]) / n
+    bias = np.mean([h.bias for _, _, h in loaded], axis=0)
+    inits += [numpy_helper.from_array(weights.astype(np.float32), "ensemble_head_weights"),
+              numpy_helper.from_array(bias.astype(np.float32), "ensemble_head_bias")]
+    output = loaded[0][1].graph.output[0]
+    nodes += [helper.make_node("Concat", embeddings, ["ensemble_embedding"], axis=1),
+              helper.make_node("MatMul", ["ensemble_embedding", "ensemble_head_weights"], ["ensemble_logits_w"]),
+              helper.make_node("Add", ["ensemble_logits_w", "ensemble_head_bias"], ["ensemble_logits"]),
+              helper.make_node("Softmax", ["ensemble_logits"], [output.name], axis=-1)]
+    graph = helper.make_graph(nodes, "ensemble", [loaded[0][1].graph.input[0]], [output], inits)
+    model = helper.make_model(graph, opset_imports=loaded[0][1].opset_import)
+    model.ir_version = loaded[0][1].ir_version
+    onnx.checker.check_model(model)
+    # as a fresh export: default streaming and thresholds, for training.calibrate to choose
+    manifest = {**first, "streaming": dict(export.DEFAULT_STREAMING), "thresholds": {k: 0.5 for k in KEYWORDS}}
+    members_said = [{"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
+                     "architecture": m.get("metrics", {}).get("architecture")} for p, (m, _, _) in
+                    zip(members, loaded, strict=True)]
+    manifest["metrics"] = {"architecture": f"ensemble of {n} networks trained apart, their logits averaged under one "
+                                           "softmax head (training/ensemble.py)", "ensemble_members": members_said}
+    return model, manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.ensemble", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out", type=Path, help="the ensemble's .onnx (its manifest is written beside it)")
+    ap.add_argument("members", type=Path, nargs="+", help="exported keyword models (.onnx with their manifests)")
+    args = ap.parse_args(argv)
+    import onnx
+
+    try:
+        model, manifest = combine(args.members)
+    except EnsembleError as e:
+        raise SystemExit(f"error: {e}") from None
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(args.out))
+    manifest_path_for(args.out).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(f"{args.out}: {len(args.members)} members; set its operating point with "
+          f"python -m training.calibrate --model {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
