@@ -205,9 +205,9 @@ def main(argv: list[str] | None = None) -> int:
                             "; last layer refitted class-balanced on the running-speech windows" if refit else "")
                         + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else ""),
         "held_out_voices": _provenance("fr")["held_out_voices"],
-        "shipped": {"head_only": _summary(ds["head"]), "fine_tuned": _summary(ds["ft"]),
+        "shipped": {"head_only": evaluate.summary(ds["head"]), "fine_tuned": evaluate.summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
-        **({"seed_baseline": {"head_only": _summary(r["head"]), "fine_tuned": _summary(r["ft"]),
+        **({"seed_baseline": {"head_only": evaluate.summary(r["head"]), "fine_tuned": evaluate.summary(r["ft"]),
                               "base8_held_out_accuracy": r["base_acc"], "train_seconds": r["seconds"]}}
            if (r := results.get("seed")) else {}),
         "keras_onnx_max_abs_delta": delta,  # before the head refit, which only the ONNX model has
@@ -364,12 +364,6 @@ def _provenance(lang: str) -> dict:
                         "music, 0-20 dB SNR, gain, telephone channel (300-3400 Hz, 8 kHz, G.711) on 65%",
         "licence_note": "MBROLA voices are non-free: their output is used as training data only",
     }
-
-
-def _summary(report: dict) -> dict:
-    return {c: {k: r[k] for k in ("accuracy", "keyword_accuracy", "unknown_taken_for_keyword",
-                                  "near_miss_taken_for_keyword", "per_voice")}
-            for c, r in report["conditions"].items()}
 
 
 def _log_report(name: str, report: dict) -> None:

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from training import export
+from training import dataset, evaluate, export
 from triage.adapt import read_head
 from triage.keywords import KEYWORDS
 from triage.model import manifest_path_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class EnsembleError(ValueError):
@@ -90,11 +92,23 @@ def combine(members: list[Path]) -> tuple[object, dict]:
     # as a fresh export: default streaming and thresholds, for training.calibrate to choose
     manifest = {**first, "streaming": dict(export.DEFAULT_STREAMING), "thresholds": {k: 0.5 for k in KEYWORDS}}
     members_said = [{"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-                     "architecture": m.get("metrics", {}).get("architecture")} for p, (m, _, _) in
-                    zip(members, loaded, strict=True)]
+                     "metrics": m.get("metrics", {})} for p, (m, _, _) in zip(members, loaded, strict=True)]
     manifest["metrics"] = {"architecture": f"ensemble of {n} networks trained apart, their logits averaged under one "
                                            "softmax head (training/ensemble.py)", "ensemble_members": members_said}
     return model, manifest
+
+
+def clip_report(onnx_path: Path, eval_set: Path) -> dict:
+    """The ensemble on the held-out-voice clips, as `python -m training` evaluates a trained network."""
+    import onnxruntime as ort
+
+    with np.load(eval_set, allow_pickle=True) as z:
+        ev = dataset.EvalSet(x={c: z[f"x_{c}"] for c in dataset.CONDITIONS}, y=z["y"], voice=list(z["voice"]),
+                             near_miss=z["near_miss"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return evaluate.evaluate(lambda x: np.concatenate([session.run(None, {name: x[i: i + 512, ..., None]})[0]
+                                                       for i in range(0, len(x), 512)]), ev)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="the ensemble's .onnx (its manifest is written beside it)")
     ap.add_argument("members", type=Path, nargs="+", help="exported keyword models (.onnx with their manifests)")
+    ap.add_argument("--eval-set", type=Path, default=ROOT / "data" / "stages" / f"kws_eval_v{dataset.VERSION}.npz",
+                    help="the held-out-voice clip windows `python -m training` cached, to evaluate the ensemble on")
     args = ap.parse_args(argv)
     import onnx
 
@@ -109,8 +125,17 @@ def main(argv: list[str] | None = None) -> int:
         model, manifest = combine(args.members)
     except EnsembleError as e:
         raise SystemExit(f"error: {e}") from None
+    if not args.eval_set.is_file():
+        raise SystemExit(f"error: {args.eval_set}: no clip evaluation set; `python -m training` builds it")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(args.out))
+    report = clip_report(args.out, args.eval_set)
+    manifest["metrics"].update(shipped={"fine_tuned": evaluate.summary(report)},
+                               eval_windows_per_condition=report["n_windows"])
+    args.out.with_name(args.out.stem + "_eval.json").write_text(
+        json.dumps({"ensemble": {"fine_tuned": report}}, indent=1, ensure_ascii=False))
+    evaluate.plot_confusions(report, args.out.with_name(args.out.stem + "_confusion.png"),
+                             f"{args.out.stem} on held-out synthetic voices (rows: true class)")
     manifest_path_for(args.out).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{args.out}: {len(args.members)} members; set its operating point with "
           f"python -m training.calibrate --model {args.out}")

@@ -36,6 +36,13 @@ def evaluate(predict, ev: EvalSet) -> dict:
     return report
 
 
+def summary(report: dict) -> dict:
+    """What a manifest keeps of a report: per condition, the headline rates and the per-voice accuracy."""
+    return {c: {k: r[k] for k in ("accuracy", "keyword_accuracy", "unknown_taken_for_keyword",
+                                  "near_miss_taken_for_keyword", "per_voice")}
+            for c, r in report["conditions"].items()}
+
+
 def plot_confusions(report: dict, path: Path, title: str) -> None:
     import matplotlib
 

@@ -43,13 +43,23 @@ def condition_table(summary: dict) -> list[str]:
     return lines
 
 
+def training_lines(m: dict) -> list[str]:
+    """How one network was trained, from its manifest's metrics."""
+    return [f"- Training windows: {m['train_windows']:,} (isolated words and running speech cut on a 100 ms grid, "
+            "augmented).",
+            f"- Stage times on 2 CPU cores (s): {json.dumps(m.get('stage_seconds', {}))}; "
+            f"training (s): {m['shipped']['train_seconds']}.",
+            f"- Hard-negative mining: {json.dumps(m.get('hard_negative_mining', []))}",
+            f"- Keras vs ONNX max |Δ| on 256 windows: {m['keras_onnx_max_abs_delta']:.1e}."]
+
+
 def main(models: Path = ROOT / "models") -> int:
     manifest = json.loads((models / "kws12.json").read_text(encoding="utf-8"))
     evals = json.loads((models / "kws12_eval.json").read_text(encoding="utf-8"))
     base8 = json.loads((models / "base8.json").read_text(encoding="utf-8"))
     m, prov = manifest["metrics"], manifest["provenance"]
     shipped = m["shipped"]
-    ft = evals["ds_cnn"]["fine_tuned"]["conditions"]
+    ft = next(iter(evals.values()))["fine_tuned"]["conditions"]  # the network's (or the ensemble's) clip report
     hop_ms = manifest["streaming"]["hop_s"] * 1000
     out = [
         "# kws12 — the triage keyword model",
@@ -70,12 +80,12 @@ def main(models: Path = ROOT / "models") -> int:
            "log-mel frames and the call's layer states and gives the latest window's probabilities, exactly "
            "what this model gives on that window (training/streaming.py)."] if "step" in manifest else []),
         f"- Classes, in output order: {', '.join(manifest['classes'])}",
-        f"- Training windows: {m['train_windows']:,} (isolated words and running speech cut on a "
-        f"100 ms grid, augmented); clip evaluation windows per condition: {m['eval_windows_per_condition']:,}.",
-        f"- Stage times on 2 CPU cores (s): {json.dumps(m.get('stage_seconds', {}))}; "
-        f"training (s): {shipped['train_seconds']}.",
-        f"- Hard-negative mining: {json.dumps(m.get('hard_negative_mining', []))}",
-        f"- Keras vs ONNX max |Δ| on 256 windows: {m['keras_onnx_max_abs_delta']:.1e}.",
+        f"- Clip evaluation windows per condition: {m['eval_windows_per_condition']:,}.",
+        *(training_lines(m) if "ensemble_members" not in m else [
+            f"- Member {i} (`{e['file']}`, sha256 {e['sha256'][:12]}): {e['metrics'].get('architecture')}; "
+            f"held-out clips, phone condition, fine-tuned alone: 14-class accuracy "
+            f"{pct(e['metrics']['shipped']['fine_tuned']['phone']['accuracy'])}."
+            for i, e in enumerate(m["ensemble_members"], start=1)]),
         "",
     ]
     cal, ev = m.get("calibration"), m.get("streaming_test")
@@ -155,7 +165,8 @@ def main(models: Path = ROOT / "models") -> int:
     out += ["", "Per class (phone condition):", "", "| class | accuracy |", "|---|---|"]
     out += [f"| {c} | {pct(ft['phone']['per_class'].get(c))} |" for c in CLASSES]
     out += ["", "![confusion matrices](kws12_confusion.png)", "",
-            "Head-only stage (base frozen), for comparison:", "", *condition_table(shipped["head_only"]), "",
+            *(["Head-only stage (base frozen), for comparison:", "", *condition_table(shipped["head_only"]), ""]
+              if "head_only" in shipped else []),
             f"Base 8-word English model, held-out-voice accuracy: {pct(base8['metrics']['held_out_voice_accuracy'])}."]
     if "seed_baseline" in m:
         out += ["", "Seed recipe baseline (fine-tuned):", "", *condition_table(m["seed_baseline"]["fine_tuned"])]
