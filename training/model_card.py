@@ -43,6 +43,11 @@ def condition_table(summary: dict) -> list[str]:
     return lines
 
 
+def mining_said(rounds: list[dict]) -> str:
+    extra = [r for r in rounds if "voices" in r]
+    return f"{len(rounds)} mining rounds" + (f", the last {len(extra)} on {extra[-1]['voices']}" if extra else "")
+
+
 def training_lines(m: dict) -> list[str]:
     """How one network was trained, from its manifest's metrics."""
     return [f"- Training windows: {m['train_windows']:,} (isolated words and running speech cut on a 100 ms grid, "
@@ -82,7 +87,8 @@ def main(models: Path = ROOT / "models") -> int:
         f"- Classes, in output order: {', '.join(manifest['classes'])}",
         f"- Clip evaluation windows per condition: {m['eval_windows_per_condition']:,}.",
         *(training_lines(m) if "ensemble_members" not in m else [
-            f"- Member {i} (`{e['file']}`, sha256 {e['sha256'][:12]}): {e['metrics'].get('architecture')}; "
+            f"- Member {i} (sha256 {e['sha256'][:12]}): {e['metrics'].get('architecture')}; "
+            f"{mining_said(e['metrics'].get('hard_negative_mining', []))}; "
             f"held-out clips, phone condition, fine-tuned alone: 14-class accuracy "
             f"{pct(e['metrics']['shipped']['fine_tuned']['phone']['accuracy'])}."
             for i, e in enumerate(m["ensemble_members"], start=1)]),
