@@ -306,6 +306,7 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
 
     from training import mining
 
+    voices = {"voices": f"training and extra ({tag.lstrip('-')}) voices"} if tag else {}
     tag += "-specaug" if args.spec_augment else ""
     path, info_path = cache / f"kws_fresh_mined{rnd}{tag}.keras", cache / f"fresh_mined{rnd}{tag}.json"
     if path.exists() and info_path.exists() and not args.retrain:
@@ -332,7 +333,7 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
     ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"after mining round {rnd}", ft)
-    info = {"round": rnd, **({"voices": f"training and extra ({tag.lstrip('-')}) voices"} if tag else {}),
+    info = {"round": rnd, **voices,
             **({"spec_augment": True} if args.spec_augment else {}), "pool_windows": int(len(pool)),
             "mined": int(len(idx)),
             "mined_still_above_0.2": int(len(after)), "train_windows": int(len(train["y"])),

@@ -395,6 +395,9 @@ def recall_by(model: KeywordModel, streams: list[Stream], k_smooth: int, group) 
 def recall_by_engine(model: KeywordModel, streams: list[Stream], k_smooth: int, speakers: dict[str, list[str]]) -> dict:
     """Recall by the synthesis engine that spoke the keyword (MBROLA, espeak-ng, Kokoro). `speakers`: per call
     file, the speaker of each labelled keyword in label order."""
+    for st in streams:
+        if st.label is not None and len(speakers[st.name]) != len(st.label.keywords):
+            raise ValueError(f"{st.name}: {len(speakers[st.name])} speakers for {len(st.label.keywords)} keywords")
     return recall_by(model, streams, k_smooth, lambda st, i: speakers[st.name][i].split(":")[0])
 
 
@@ -406,7 +409,7 @@ DURATION_BINS = (0.4, 0.6, 0.8)
 def recall_by_duration(model: KeywordModel, streams: list[Stream], k_smooth: int) -> dict:
     """Recall by how long the keyword lasts: under 0.4 s, 0.4-0.6 s, …, and longer than the model's window."""
     window = model.features.window_samples / model.features.sample_rate
-    edges = (*DURATION_BINS, window)
+    edges = (*(b for b in DURATION_BINS if b < window), window)
 
     def group(st: Stream, i: int) -> str:
         w = st.label.keywords[i]

@@ -1,6 +1,6 @@
 """Two or more keyword networks served as one: their logits averaged under a single softmax head.
 
-    python -m training.ensemble models/ v5.onnx v6.onnx    # then: python -m training.calibrate
+    python -m training.ensemble models/kws12.onnx a/kws12.onnx b/kws12.onnx   # then: python -m training.calibrate
 
 Each member is an exported keyword model (`python -m training`, trained from its own start). Averaging
 their logits is one linear head on the members' concatenated embeddings:
@@ -35,7 +35,11 @@ class EnsembleError(ValueError):
 
 
 def _member(path: Path) -> tuple[dict, object, object]:
-    manifest = json.loads(manifest_path_for(path).read_text(encoding="utf-8"))
+    try:
+        manifest = json.loads(manifest_path_for(path).read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError) as e:
+        raise EnsembleError(f"{path}: its manifest {manifest_path_for(path).name} is missing or unreadable "
+                            f"({e})") from None
     if manifest.get("step") or manifest.get("gate"):
         raise EnsembleError(f"{path}: a member with a step model or a gate cannot be averaged (their states and "
                             "rejections are per network)")
@@ -50,15 +54,26 @@ def combine(members: list[Path]) -> tuple[object, dict]:
 
     if len(members) < 2:
         raise EnsembleError("an ensemble needs at least two members")
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in members]
+    if len(set(digests)) < len(digests):
+        raise EnsembleError("the same network is given twice; an ensemble's members are trained apart")
     loaded = [_member(p) for p in members]
-    first = loaded[0][0]
-    for p, (m, _, _) in zip(members[1:], loaded[1:], strict=True):
+    first, proto0 = loaded[0][0], loaded[0][1]
+
+    def graph_said(proto) -> tuple:
+        return (proto.ir_version, sorted((o.domain, o.version) for o in proto.opset_import),
+                str(proto.graph.input[0].type))
+    for p, (m, proto, _) in zip(members[1:], loaded[1:], strict=True):
         for key in ("features", "classes", "input"):
             if m.get(key) != first.get(key):
                 raise EnsembleError(f"{p}: its {key} differ from {members[0]}'s; members must agree on them")
-    input_name = loaded[0][1].graph.input[0].name
+        if graph_said(proto) != graph_said(proto0):
+            raise EnsembleError(f"{p}: its ONNX IR version, opsets or input type differ from {members[0]}'s "
+                                "(export both with the same tf2onnx and onnx)")
+    input_name = proto0.graph.input[0].name
     nodes, inits, embeddings = [], [], []
     for i, (_, proto, head) in enumerate(loaded):
+        own_input = f"m{i}_{proto.graph.input[0].name}"
         proto = compose.add_prefix(proto, f"m{i}_")
         producer = {o: n for n in proto.graph.node for o in n.output}
         # the member's body: every node its embedding depends on (its head, and nothing else, is left out)
@@ -70,7 +85,7 @@ def combine(members: list[Path]) -> tuple[object, dict]:
                 stack.extend(n.input)
         for n in proto.graph.node:
             if id(n) in needed:
-                n.input[:] = [input_name if x == f"m{i}_{input_name}" else x for x in n.input]
+                n.input[:] = [input_name if x == own_input else x for x in n.input]
                 nodes.append(n)
         used = {x for n in proto.graph.node if id(n) in needed for x in n.input}
         inits += [t for t in proto.graph.initializer if t.name in used]
@@ -80,19 +95,22 @@ def combine(members: list[Path]) -> tuple[object, dict]:
     bias = np.mean([h.bias for _, _, h in loaded], axis=0)
     inits += [numpy_helper.from_array(weights.astype(np.float32), "ensemble_head_weights"),
               numpy_helper.from_array(bias.astype(np.float32), "ensemble_head_bias")]
-    output = loaded[0][1].graph.output[0]
+    output = proto0.graph.output[0]
     nodes += [helper.make_node("Concat", embeddings, ["ensemble_embedding"], axis=1),
               helper.make_node("MatMul", ["ensemble_embedding", "ensemble_head_weights"], ["ensemble_logits_w"]),
               helper.make_node("Add", ["ensemble_logits_w", "ensemble_head_bias"], ["ensemble_logits"]),
               helper.make_node("Softmax", ["ensemble_logits"], [output.name], axis=-1)]
-    graph = helper.make_graph(nodes, "ensemble", [loaded[0][1].graph.input[0]], [output], inits)
-    model = helper.make_model(graph, opset_imports=loaded[0][1].opset_import)
-    model.ir_version = loaded[0][1].ir_version
-    onnx.checker.check_model(model)
+    graph = helper.make_graph(nodes, "ensemble", [proto0.graph.input[0]], [output], inits)
+    model = helper.make_model(graph, opset_imports=proto0.opset_import)
+    model.ir_version = proto0.ir_version
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as e:
+        raise EnsembleError(f"the joined graph is not valid ONNX: {e}") from None
     # as a fresh export: default streaming and thresholds, for training.calibrate to choose
     manifest = {**first, "streaming": dict(export.DEFAULT_STREAMING), "thresholds": {k: 0.5 for k in KEYWORDS}}
-    members_said = [{"file": p.name, "sha256": hashlib.sha256(p.read_bytes()).hexdigest(),
-                     "metrics": m.get("metrics", {})} for p, (m, _, _) in zip(members, loaded, strict=True)]
+    members_said = [{"file": p.name, "sha256": d, "metrics": m.get("metrics", {})}
+                    for p, d, (m, _, _) in zip(members, digests, loaded, strict=True)]
     manifest["metrics"] = {"architecture": f"ensemble of {n} networks trained apart, their logits averaged under one "
                                            "softmax head (training/ensemble.py)", "ensemble_members": members_said}
     return model, manifest
@@ -128,15 +146,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.eval_set.is_file():
         raise SystemExit(f"error: {args.eval_set}: no clip evaluation set; `python -m training` builds it")
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    mpath = manifest_path_for(args.out)
+    # the model and its manifest are written together: a stale manifest is never left beside a new model
     onnx.save(model, str(args.out))
+    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     report = clip_report(args.out, args.eval_set)
     manifest["metrics"].update(shipped={"fine_tuned": evaluate.summary(report)},
                                eval_windows_per_condition=report["n_windows"])
+    # each member's clips measured the same way (its exported file, head refit included), to compare with
+    for member, path in zip(manifest["metrics"]["ensemble_members"], args.members, strict=True):
+        member["clips_exported"] = evaluate.summary(clip_report(path, args.eval_set))
     args.out.with_name(args.out.stem + "_eval.json").write_text(
         json.dumps({"ensemble": {"fine_tuned": report}}, indent=1, ensure_ascii=False))
     evaluate.plot_confusions(report, args.out.with_name(args.out.stem + "_confusion.png"),
                              f"{args.out.stem} on held-out synthetic voices (rows: true class)")
-    manifest_path_for(args.out).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"{args.out}: {len(args.members)} members; set its operating point with "
           f"python -m training.calibrate --model {args.out}")
     return 0

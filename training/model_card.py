@@ -64,7 +64,7 @@ def main(models: Path = ROOT / "models") -> int:
     base8 = json.loads((models / "base8.json").read_text(encoding="utf-8"))
     m, prov = manifest["metrics"], manifest["provenance"]
     shipped = m["shipped"]
-    ft = next(iter(evals.values()))["fine_tuned"]["conditions"]  # the network's (or the ensemble's) clip report
+    ft = (evals.get("ensemble") or evals["ds_cnn"])["fine_tuned"]["conditions"]
     hop_ms = manifest["streaming"]["hop_s"] * 1000
     out = [
         "# kws12 — the triage keyword model",

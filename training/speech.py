@@ -334,6 +334,8 @@ def plan(split: str, count: int, seed: int, kokoro_share: float,
          none_share: float = 0.15, extra: str = "") -> list[tuple[int, Speaker, list]]:
     """`count` utterances: `none_share` with no keyword, 10 % of the rest with two, the others one
     (every keyword equally often); `extra` voices as `draw_speaker` says, and no espeak-ng if "natural"."""
+    if extra and extra not in EXTRA_VOICES:
+        raise ValueError(f"extra voices {extra!r}: expected one of {EXTRA_VOICES}")
     rng = np.random.default_rng((seed, SPLITS.index(split), int(none_share * 100)))
     jobs = []
     for i in range(count):
