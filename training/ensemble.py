@@ -61,8 +61,9 @@ def combine(members: list[Path]) -> tuple[object, dict]:
     first, proto0 = loaded[0][0], loaded[0][1]
 
     def graph_said(proto) -> tuple:
-        return (proto.ir_version, sorted((o.domain, o.version) for o in proto.opset_import),
-                str(proto.graph.input[0].type))
+        t = proto.graph.input[0].type.tensor_type  # a symbolic batch dimension may be named anything
+        return (proto.ir_version, sorted((o.domain, o.version) for o in proto.opset_import), t.elem_type,
+                [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim])
     for p, (m, proto, _) in zip(members[1:], loaded[1:], strict=True):
         for key in ("features", "classes", "input"):
             if m.get(key) != first.get(key):
