@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-voices", choices=speech.EXTRA_VOICES, default="wide",
                     help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, or the natural "
                          "ones only")
-    ap.add_argument("--extra-speech", type=int, default=2000, help="running-speech utterances of the extra voices")
+    ap.add_argument("--extra-speech", type=int, default=2000,
+                    help="running-speech utterances of the extra voices planned (Kokoro capped: _EXTRA_KOKORO)")
     ap.add_argument("--extra-rounds", type=int, default=0,
                     help="mining rounds after the others, on the training speech plus the extra voices (measured: "
                          "training/README.md)")

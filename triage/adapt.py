@@ -5,7 +5,7 @@ DATASET is what `triage feedback export` writes (WAV calls + labels.jsonl), or a
 A centre has few examples (from about five per keyword), so only the model's last layer is refitted:
 the softmax over the embedding the convolutional body computes (96 numbers a network; an ensemble's
 head reads its members' embeddings side by side, training/ensemble.py). The body was trained on
-about 100 000 windows; refitting its 12 million multiply-adds on fifty would learn those fifty, not the
+about 100 000 windows; refitting its millions of multiply-adds on fifty would learn those fifty, not the
 centre's callers. The head starts from the shipped weights and is pulled back toward them (L2), so
 what the centre's calls do not speak to stays as it was.
 
