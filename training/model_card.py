@@ -89,8 +89,9 @@ def main(models: Path = ROOT / "models") -> int:
         *(training_lines(m) if "ensemble_members" not in m else [
             f"- Member {i} (sha256 {e['sha256'][:12]}): {e['metrics'].get('architecture')}; "
             f"{mining_said(e['metrics'].get('hard_negative_mining', []))}; "
-            f"held-out clips, phone condition, fine-tuned alone: 14-class accuracy "
-            f"{pct(e['metrics']['shipped']['fine_tuned']['phone']['accuracy'])}."
+            f"its exported file alone on the held-out clips, phone condition: 14-class accuracy "
+            f"{pct(e['clips_exported']['phone']['accuracy'])}, near-miss → keyword "
+            f"{pct(e['clips_exported']['phone']['near_miss_taken_for_keyword'])}."
             for i, e in enumerate(m["ensemble_members"], start=1)]),
         "",
     ]
