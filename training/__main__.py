@@ -158,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return {**{f"x_{c}": v for c, v in ev.x.items()}, "y": ev.y, "voice": np.array(ev.voice),
                 "near_miss": ev.near_miss}
     ev_arrays = cached(stages / f"kws_eval_v{dataset.VERSION}.npz", build_eval, args.rebuild)
-    ev = dataset.EvalSet(x={c: ev_arrays[f"x_{c}"] for c in dataset.CONDITIONS}, y=ev_arrays["y"],
-                         voice=list(ev_arrays["voice"]), near_miss=ev_arrays["near_miss"])
+    ev = dataset.EvalSet.from_arrays(ev_arrays)
 
     stage_seconds["windows"] = round(time.time() - t0 - stage_seconds["synthesis"])
     shape = (params.window_frames, params.n_mels)

@@ -173,6 +173,11 @@ class EvalSet:
     voice: list[str]
     near_miss: np.ndarray  # bool: an `_unknown_` window that is a near-miss word
 
+    @classmethod
+    def from_arrays(cls, z) -> EvalSet:
+        """From the arrays the pipeline caches (`x_<condition>`, y, voice, near_miss)."""
+        return cls(x={c: z[f"x_{c}"] for c in CONDITIONS}, y=z["y"], voice=list(z["voice"]), near_miss=z["near_miss"])
+
 
 def build_eval(data: Path, params: FeatureParams, seed: int = 11, workers: int = 2,
                silence_count: int = 200) -> EvalSet:

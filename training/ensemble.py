@@ -122,8 +122,7 @@ def clip_report(onnx_path: Path, eval_set: Path) -> dict:
     import onnxruntime as ort
 
     with np.load(eval_set, allow_pickle=True) as z:
-        ev = dataset.EvalSet(x={c: z[f"x_{c}"] for c in dataset.CONDITIONS}, y=z["y"], voice=list(z["voice"]),
-                             near_miss=z["near_miss"])
+        ev = dataset.EvalSet.from_arrays(z)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return evaluate.evaluate(lambda x: np.concatenate([session.run(None, {name: x[i: i + 512, ..., None]})[0]
