@@ -85,3 +85,14 @@ def test_real_speech_that_says_a_keyword_in_any_form_is_kept_out_of_the_keyword_
     for said in ("Un cerf-volant.", "Un gazania rouge.", "Une des géantes gazeuses.", "Une voiture Volkswagen.",
                  "Un ballon de volleyball.", "Un problème électronique.", ""):
         assert not corpus.says_a_keyword(said), said
+
+
+def test_the_cached_plans_draw_as_they_did():
+    """The training speech on disk was synthesized from these plans (names key the cache, not the draws):
+    a change to the random draws would mix old utterances with new labels. Digests taken 2026-11-24."""
+    import hashlib
+
+    def digest(jobs):
+        return hashlib.sha256(repr([(sp, segs) for _, sp, segs in jobs]).encode()).hexdigest()[:16]
+    assert digest(speech.plan("train", 8000, 0, 0.15)) == "91ed77c8f62b46ab"
+    assert digest(speech.plan("train", 2000, 1, 0.3, extra="wide")) == "3e3d9e47ddb9174e"
