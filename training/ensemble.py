@@ -118,7 +118,8 @@ def combine(members: list[Path]) -> tuple[object, dict]:
 
 
 def clip_report(onnx_path: Path, eval_set: Path) -> dict:
-    """The ensemble on the held-out-voice clips, as `python -m training` evaluates a trained network."""
+    """A keyword model (an ensemble or a member) on the held-out-voice clips, as `python -m training` evaluates
+    a trained network."""
     import onnxruntime as ort
 
     with np.load(eval_set, allow_pickle=True) as z:
