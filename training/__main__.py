@@ -81,11 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-rounds", type=int, default=6,
                     help="rounds after training, each on freshly augmented speech plus its hard negatives")
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
-    ap.add_argument("--extra-voices", choices=speech.EXTRA_VOICES, default="wide",
+    ap.add_argument("--extra-voices", choices=list(speech.EXTRA_VOICES), default="wide",
                     help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, or the natural "
                          "ones only")
     ap.add_argument("--extra-speech", type=int, default=2000,
-                    help="running-speech utterances of the extra voices planned (Kokoro capped: _EXTRA_KOKORO)")
+                    help="running-speech utterances of the extra voices planned (Kokoro capped: speech.EXTRA_VOICES)")
     ap.add_argument("--extra-rounds", type=int, default=0,
                     help="mining rounds after the others, on the training speech plus the extra voices (measured: "
                          "training/README.md)")
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                           workers=args.workers)}
     if args.extra_rounds:
-        kokoro_share, kokoro_cap = _EXTRA_KOKORO[args.extra_voices]
+        kokoro_share, kokoro_cap = speech.EXTRA_VOICES[args.extra_voices]
         speech_paths[args.extra_voices] = speech.build(
             args.data, "train", args.extra_speech, seed=1, kokoro_share=kokoro_share, kokoro_cap=kokoro_cap,
             workers=args.workers, extra=args.extra_voices)
@@ -341,10 +341,6 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     kws.save(path)
     info_path.write_text(json.dumps({**info, "ft": ft}))
     return {**ds, "kws": kws, "ft": ft, "mining": ds.get("mining", []) + [info]}
-
-
-# (share, cap) of Kokoro in each extra set: Kokoro is ~4 s of CPU a sentence here, the others ~0.1 s.
-_EXTRA_KOKORO = {"wide": (0.3, 600), "natural": (0.45, 800)}
 
 
 def _cache_name(arch: str, args) -> str:

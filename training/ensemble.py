@@ -117,13 +117,11 @@ def combine(members: list[Path]) -> tuple[object, dict]:
     return model, manifest
 
 
-def clip_report(onnx_path: Path, eval_set: Path) -> dict:
+def clip_report(onnx_path: Path, ev: dataset.EvalSet) -> dict:
     """A keyword model (an ensemble or a member) on the held-out-voice clips, as `python -m training` evaluates
     a trained network."""
     import onnxruntime as ort
 
-    with np.load(eval_set, allow_pickle=True) as z:
-        ev = dataset.EvalSet.from_arrays(z)
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return evaluate.evaluate(lambda x: np.concatenate([session.run(None, {name: x[i: i + 512, ..., None]})[0]
@@ -151,12 +149,14 @@ def main(argv: list[str] | None = None) -> int:
     # the model and its manifest are written together: a stale manifest is never left beside a new model
     onnx.save(model, str(args.out))
     mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    report = clip_report(args.out, args.eval_set)
+    with np.load(args.eval_set, allow_pickle=True) as z:
+        ev = dataset.EvalSet.from_arrays(z)
+    report = clip_report(args.out, ev)
     manifest["metrics"].update(shipped={"fine_tuned": evaluate.summary(report)},
                                eval_windows_per_condition=report["n_windows"])
     # each member's clips measured the same way (its exported file, head refit included), to compare with
     for member, path in zip(manifest["metrics"]["ensemble_members"], args.members, strict=True):
-        member["clips_exported"] = evaluate.summary(clip_report(path, args.eval_set))
+        member["clips_exported"] = evaluate.summary(clip_report(path, ev))
     args.out.with_name(args.out.stem + "_eval.json").write_text(
         json.dumps({"ensemble": {"fine_tuned": report}}, indent=1, ensure_ascii=False))
     evaluate.plot_confusions(report, args.out.with_name(args.out.stem + "_confusion.png"),

@@ -75,7 +75,8 @@ class Speaker:
 # utterances moved to a new pseudo-speaker over wider ranges. "natural" stays with the voices closest to
 # a real one, where unheard voices are missed most (training/README.md): Kokoro as in training and
 # MBROLA, no espeak-ng, most MBROLA utterances moved to a new pseudo-speaker over the training ranges.
-EXTRA_VOICES = ("wide", "natural")
+# Each kind with its Kokoro (share, cap): Kokoro costs ~4 s of CPU a sentence here, the others ~0.1 s.
+EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800)}
 
 
 def draw_speaker(rng: np.random.Generator, split: str, engine: str, extra: str = "") -> Speaker:
@@ -335,9 +336,10 @@ def plan(split: str, count: int, seed: int, kokoro_share: float,
     """`count` utterances: `none_share` with no keyword, 10 % of the rest with two, the others one
     (every keyword equally often); `extra` voices as `draw_speaker` says, and no espeak-ng if "natural"."""
     if extra and extra not in EXTRA_VOICES:
-        raise ValueError(f"extra voices {extra!r}: expected one of {EXTRA_VOICES}")
+        raise ValueError(f"extra voices {extra!r}: expected one of {tuple(EXTRA_VOICES)}")
     rng = np.random.default_rng((seed, SPLITS.index(split), int(none_share * 100)))
     jobs = []
+    mbrola_share = 1.0 if extra == "natural" else 0.55
     for i in range(count):
         r = rng.random()
         if r < none_share:
@@ -346,7 +348,6 @@ def plan(split: str, count: int, seed: int, kokoro_share: float,
             kws = tuple(str(k) for k in rng.choice(KEYWORDS, size=2, replace=False))
         else:
             kws = (KEYWORDS[i % len(KEYWORDS)],)
-        mbrola_share = 1.0 if extra == "natural" else 0.55
         engine = "kokoro" if rng.random() < kokoro_share else ("mbrola" if rng.random() < mbrola_share else "espeak")
         jobs.append((i, draw_speaker(rng, split, engine, extra), corpus.sentence_segments(rng, kws)))
     return jobs
@@ -421,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kokoro-cap", type=int, default=None, help="at most this many Kokoro utterances")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--extra", choices=EXTRA_VOICES, default="", help="extra training voices (EXTRA_VOICES)")
+    ap.add_argument("--extra", choices=list(EXTRA_VOICES), default="", help="extra training voices (EXTRA_VOICES)")
     args = ap.parse_args(argv)
     for p in build(args.data, args.split, args.count, args.seed, args.kokoro_share, args.none_share,
                    args.kokoro_cap, args.workers, extra=args.extra):
