@@ -96,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ds-epochs", type=int, default=6, help="DS-CNN fine-tuning epochs (all layers)")
     ap.add_argument("--width", type=int, default=96, help="DS-CNN channels")
     ap.add_argument("--ds-blocks", default=models.DS_BLOCKS, help="DS-CNN block strides, time x mel")
+    ap.add_argument("--pool", choices=("avg", "max"), default="avg",
+                    help="the DS-CNN's last pooling: avg over time and mel (shipped), or max over time of the mel "
+                         "average (training/models.py)")
     ap.add_argument("--spec-augment", action="store_true",
                     help="augment the mining rounds' batches on the log-mel: vocal-tract warp and SpecAugment masks "
                          "(training/specaugment.py)")
@@ -109,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="refit the exported model's last layer, class-balanced, on the running-speech windows "
                          "(training/headfit.py)")
     args = ap.parse_args(argv)
+    if args.pool == "max" and args.streamable:
+        ap.error("--pool max cannot be --streamable: the step model averages the output positions")
 
     import keras
 
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             [speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, step=step)
         step = refit.pop("step", step)
     metrics = {
-        "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}), "
+        "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}"
+                        f"{', max over time' if args.pool == 'max' else ''}), "
                         "transferred from an 8-word English base" + (
                             "; last layer refitted class-balanced on the running-speech windows" if refit else "")
                         + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else ""),
@@ -245,7 +251,7 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
         base = models.seed_cnn(shape, n_base, norm_data=base_tr["x"][:4000])
     else:
         base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width, blocks=args.ds_blocks,
-                             **STREAMABLE if args.streamable else {})
+                             pool=args.pool, **STREAMABLE if args.streamable else {})
     seconds = {"base8": round(fit(base, base_tr["x"], base_tr["y"], args.base_epochs, 1e-3, f"{arch} base8"))}
     base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
                       == base_ev["y"]).mean())
@@ -344,8 +350,10 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
 
 
 def _cache_name(arch: str, args) -> str:
-    return (f"ds_cnn-w{args.width}-b{args.ds_blocks}{'-streamable' if args.streamable else ''}" if arch == "ds_cnn"
-            else arch)
+    if arch != "ds_cnn":
+        return arch
+    return (f"ds_cnn-w{args.width}-b{args.ds_blocks}{'-streamable' if args.streamable else ''}"
+            f"{'-maxpool' if args.pool == 'max' else ''}")
 
 
 def _provenance(lang: str) -> dict:

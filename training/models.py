@@ -53,7 +53,7 @@ DS_BLOCKS = "2x2,1x1,2x1,1x1,1x1"  # (time x mel) stride of each depthwise-separ
 
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
            blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4),
-           streamable: bool = False):
+           streamable: bool = False, pool: str = "avg"):
     """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for about 12 M multiply-adds
     per window (width 96, default blocks) so that one core scores hundreds of live calls. No Resizing: it
     keeps the full time resolution. Its body ends in global average pooling, so the keyword may sit
@@ -69,7 +69,12 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
     `streamable` pads nothing in time ("valid"; the mel axis keeps "same"), so an output position depends
     only on the frames under it and not on where the window starts: training/streaming.py then computes
     each position once per call instead of once per window (give it `conv0_kernel` (8, 4): a receptive
-    field that is a multiple of the time stride)."""
+    field that is a multiple of the time stride).
+
+    `pool` is how the last feature map becomes one vector: "avg" averages every (time, mel) position
+    (v5.1, v6); "max" averages over mel and keeps each channel's largest value over time, so a short
+    keyword heard by a few of the 12 time positions is not diluted by the others (*vol* and *gaz*
+    fill a third of the window or less)."""
     import keras
     from keras import layers
 
@@ -100,7 +105,15 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
         x = layers.Conv2D(width, 1, use_bias=False, name=f"pw{i}")(x)
         x = layers.BatchNormalization(name=f"bn_pw{i}")(x)
         x = layers.ReLU(name=f"relu_pw{i}")(x)
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    if pool == "max":
+        if streamable:
+            raise ValueError("pool='max' is not streamable: training/streaming.py averages positions")
+        x = layers.AveragePooling2D((1, x.shape[2]), name="mel_pool")(x)
+        x = layers.GlobalMaxPooling2D(name="pool")(x)
+    elif pool == "avg":
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    else:
+        raise ValueError(f"pool must be 'avg' or 'max', not {pool!r}")
     x = layers.Dropout(0.3, name="drop")(x)
     out = layers.Dense(n_classes, activation="sigmoid" if n_classes == 1 else "softmax", name="head")(x)
     return keras.Model(inp, out, name="ds_cnn")

@@ -1,0 +1,63 @@
+"""The DS-CNN's last pooling (training/models.py): what the max-over-time variant computes, and that it
+exports to ONNX as it runs in Keras."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("keras")
+
+from training import models  # noqa: E402
+
+
+def _maps_and_embedding(model, x):
+    import keras
+
+    before = keras.Model(model.input, model.get_layer("relu_pw5").output)
+    embedding = keras.Model(model.input, model.get_layer("pool").output)
+    return before.predict(x, verbose=0), embedding.predict(x, verbose=0)
+
+
+def test_max_pool_keeps_each_channels_largest_mel_average_over_time():
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (6, 96, 40)).astype(np.float32)
+    m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, pool="max")
+    maps, emb = _maps_and_embedding(m, x[..., None])
+    assert maps.shape[1:3] == (12, 10)
+    np.testing.assert_allclose(emb, maps.mean(axis=2).max(axis=1), rtol=1e-5, atol=1e-6)
+    # the average pooling it replaces is a different vector on the same maps
+    assert not np.allclose(emb, maps.mean(axis=(1, 2)), rtol=0.05, atol=0)
+
+
+def test_a_short_burst_moves_the_max_embedding_more_than_the_average():
+    """Evidence at a few time positions: the mean over 12 positions dilutes it, the max keeps it."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (1, 96, 40)).astype(np.float32)
+    burst = x.copy()
+    burst[0, 40:52] += 6.0  # 120 ms of loud energy in every band
+    moved = {}
+    for pool in ("max", "avg"):
+        m = models.ds_cnn((96, 40), 14, norm_data=x, width=16, pool=pool)
+        _, quiet = _maps_and_embedding(m, x[..., None])
+        _, loud = _maps_and_embedding(m, burst[..., None])
+        moved[pool] = float(np.abs(loud - quiet).sum() / np.abs(quiet).sum())
+    assert moved["max"] > moved["avg"]
+
+
+def test_max_pool_model_exports_to_onnx_as_it_runs_in_keras(tmp_path):
+    pytest.importorskip("tf2onnx")
+    from training import export
+    from triage.features import FeatureParams
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 1, (8, 96, 40)).astype(np.float32)
+    m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, pool="max")
+    path = tmp_path / "m.onnx"
+    export.to_onnx(m, FeatureParams(), path)
+    assert export.keras_onnx_max_delta(m, path, x) < 1e-5
+
+
+def test_pool_is_checked():
+    with pytest.raises(ValueError, match="not streamable"):
+        models.ds_cnn((96, 40), 14, width=8, pool="max", streamable=True, conv0_kernel=(8, 4))
+    with pytest.raises(ValueError, match="'avg' or 'max'"):
+        models.ds_cnn((96, 40), 14, width=8, pool="attention")
