@@ -22,7 +22,6 @@ import re
 import resource
 import sys
 import time
-import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -31,23 +30,18 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from training.corpus import KEYWORD_FORMS  # noqa: E402
+from training.corpus import KEYWORD_FORMS, folded  # noqa: E402
 from triage.audio import read_wav_16k  # noqa: E402
 from triage.keywords import KEYWORD_SERVICE  # noqa: E402
 from triage.model import KeywordModel  # noqa: E402
 from triage.replay import load_labels, replay_samples, score  # noqa: E402
 
 
-def plain(text: str) -> str:
-    """Lower case without accents: what the transcript and the keywords are compared as."""
-    return "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
-
-
 def keyword_patterns() -> dict[str, re.Pattern]:
     """Each keyword's word and its inflected forms (incendié, intoxiqué, effondré), plural or not."""
     out = {}
     for kw in KEYWORD_SERVICE:
-        forms = [plain(kw)] + [plain(f) for f in KEYWORD_FORMS if plain(f)[:6] == plain(kw)[:6]]
+        forms = [folded(kw)] + [folded(f) for f in KEYWORD_FORMS if folded(f)[:6] == folded(kw)[:6]]
         out[kw] = re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")[sx]?\b")
     return out
 
@@ -84,7 +78,7 @@ def run_asr(files: list[Path], labels, keyword_free_hours: float) -> dict:
         x = read_wav_16k(f)
         minutes += len(x) / 16000 / 60
         segments, _ = asr.transcribe(x, language="fr", beam_size=1, vad_filter=False)
-        text = plain(" ".join(s.text for s in segments))
+        text = folded(" ".join(s.text for s in segments))
         lbl = labels[f.name]
         services = set()
         for kw, pattern in patterns.items():

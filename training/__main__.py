@@ -172,9 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / _cache_name(arch, args))
 
     ds = results["ds_cnn"]
-    if args.mining_rounds:
+    if args.mining_rounds or args.extra_rounds:
         train_utts = speech.load(speech_paths["train"])
         banks = dataset.load_pools(args.data, "fr", held_out=False).banks
+    if args.mining_rounds:
         for rnd in range(1, args.mining_rounds + 1):
             ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params,
                             stages / _cache_name("ds_cnn", args))

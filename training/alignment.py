@@ -14,12 +14,12 @@ import functools
 import json
 import sys
 import tempfile
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 
 from training import speech
+from training.corpus import folded
 
 
 @functools.cache
@@ -45,8 +45,7 @@ def whisper_model():
 
 def fold(text: str) -> str:
     """Lower case, no accents, letters only: how a keyword is matched in a transcript."""
-    text = unicodedata.normalize("NFKD", text.lower())
-    return "".join(c for c in text if c.isalpha())
+    return "".join(c for c in folded(text) if c.isalpha())
 
 
 def heard_words(audio: np.ndarray) -> list[tuple[str, float, float]]:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import unicodedata
 from pathlib import Path
 
 import numpy as np
 
 from training import synth
 from training.augment import Augmenter, Banks, _rms, telephone
-from training.corpus import KEYWORD_FORMS
+from training.corpus import KEYWORD_FORMS, folded
 from training.dataset import _split
 from training.voices import voices
 from triage.audio import TARGET_RATE, resample, write_wav
@@ -132,7 +131,7 @@ def make_demo_calls(data: Path, out: Path, seed: int = 52) -> list[Path]:
         voice = next(v for v in voices("fr", held_out=True) if v.id == vid)
         words, sentences, fillers = _voice_material(data, voice)
         audio, labels = make_call(rng, words, sentences, fillers, kws, 12.0, banks, snr_db=18.0, codec="mulaw")
-        slug = unicodedata.normalize("NFKD", "_".join(kws)).encode("ascii", "ignore").decode()
+        slug = folded("_".join(kws))
         path = out / f"demo{n + 1}_{slug}.wav"
         write_wav(path, resample(audio, TARGET_RATE, 8000), 8000, "mulaw")
         paths.append(path)
