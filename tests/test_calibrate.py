@@ -144,3 +144,36 @@ def test_operating_points_rank_by_false_alarms_then_latency_then_recall():
     assert sorted(points, key=points.get, reverse=True) == ["fast", "slow but best recall", "over budget",
                                                             "far over budget"]
     assert rank_choice(2, 2, 0.25, 0.3, 0.6) > rank_choice(0, 2, 0.25, 0.3, 0.5)  # within budget: recall
+
+
+def test_held_out_calls_are_remade_when_what_they_are_made_of_changes(tmp_path, monkeypatch):
+    """Cached calls are reused only while their sentences and seed are the same; a changed sentence
+    count must not leave the old calls measured as the new material."""
+    from training import calibrate
+
+    made = []
+
+    def build(data, split, count, **kw):
+        return [tmp_path / f"{split}-{count}-free{int(kw.get('none_share', 0.15) * 100)}.npz"]
+
+    def speech_calls(utts, free, banks, out, seed):
+        made.append(seed)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "labels.jsonl").write_text("")
+
+    monkeypatch.setattr(calibrate.speech, "build", build)
+    monkeypatch.setattr(calibrate.speech, "load", lambda paths: [SimpleNamespace(words=["vol"])] * 4)
+    monkeypatch.setattr(calibrate, "_banks", lambda data, held_out: None)
+    monkeypatch.setattr(calibrate, "speech_calls", speech_calls)
+    monkeypatch.setattr(calibrate, "free_streams", lambda *a, **kw: [])
+    monkeypatch.setattr(calibrate, "prompt_streams", lambda *a, **kw: [])
+
+    calibrate.material(tmp_path, "test")
+    calibrate.material(tmp_path, "test")
+    assert made == [32]  # built once, then reused
+    monkeypatch.setattr(calibrate, "SENTENCES_WITH_KEYWORDS", calibrate.SENTENCES_WITH_KEYWORDS + 1)
+    calibrate.material(tmp_path, "test")
+    assert made == [32, 32]
+    (tmp_path / "calls" / "test" / "recipe.json").unlink()  # calls of unknown making: remade too
+    calibrate.material(tmp_path, "test")
+    assert made == [32, 32, 32]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,13 +99,20 @@ def material(data: Path, split: str, workers: int = 2) -> tuple[Path, list[tuple
     calls_dir = data / "calls" / split
     # Kokoro is capped: ~4 s of CPU per sentence, against ~0.1 s for the other engines.
     with_kw = speech.build(data, split, SENTENCES_WITH_KEYWORDS, kokoro_share=0.2, kokoro_cap=120, workers=workers)
-    free = speech.load(speech.build(data, split, SENTENCES_WITHOUT, kokoro_share=0.05, none_share=1.0,
-                                    kokoro_cap=50, workers=workers))
+    free_paths = speech.build(data, split, SENTENCES_WITHOUT, kokoro_share=0.05, none_share=1.0, kokoro_cap=50,
+                              workers=workers)
+    free = speech.load(free_paths)
     banks = _banks(data, held_out)
-    if not (calls_dir / "labels.jsonl").exists():
+    # The calls are remade whenever what they are made of changes (sentence counts, caps, seed), not only
+    # when they are missing: stale calls would be measured as if they were the new material.
+    recipe = {"speech": [p.name for p in with_kw], "free": [p.name for p in free_paths], "seed": 31 + held_out}
+    stamp = calls_dir / "recipe.json"
+    if not (calls_dir / "labels.jsonl").exists() or not stamp.exists() or json.loads(stamp.read_text()) != recipe:
+        shutil.rmtree(calls_dir, ignore_errors=True)
         with_kw = [u for u in speech.load(with_kw) if u.words]
         # a quarter of the keyword-free sentences pad the calls; the rest is the false-alarm material
-        speech_calls(with_kw, free[: len(free) // 4], banks, calls_dir, seed=31 + held_out)
+        speech_calls(with_kw, free[: len(free) // 4], banks, calls_dir, seed=recipe["seed"])
+        stamp.write_text(json.dumps(recipe, indent=1) + "\n")
     negatives = [s for draw in range(NOISE_DRAWS)
                  for s in free_streams(free[len(free) // 4:], banks, seed=41 + held_out + 1000 * draw,
                                        name=f"free{draw}")]
