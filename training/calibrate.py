@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of the dev detections window skipping may lose (0: score every window)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    synth.collect_real(args.data, ("tuxpaint_fr",))
+    synth.collect_real(args.data, tuple(synth.REAL_SOURCES))  # the prompts and noise too: no training run needed first
     model = KeywordModel(args.model)
     if not args.measure_only:
         dev_dir, dev_neg = material(args.data, "dev")
