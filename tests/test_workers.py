@@ -5,6 +5,7 @@ import asyncio
 import json
 import os
 import signal
+import time
 
 import numpy as np
 from livekit import ServerProcess, http_get, metric_samples, mulaw_frames
@@ -16,15 +17,17 @@ from triage.client import stream_call
 CALL_8K = np.concatenate([silence(1.5, 8000), tone(0.9, rate=8000), silence(1.5, 8000)])
 
 
-def workers_seen(port: int, want: int = 2, tries: int = 200) -> dict[int, dict]:
+def workers_seen(port: int, want: int = 2, seconds: float = 30.0) -> dict[int, dict]:
     """pid → /healthz of each worker answering (SO_REUSEPORT spreads new connections over them; on a
-    loaded machine one worker may answer many in a row, so probe until `want` have answered)."""
+    loaded machine one worker may answer many in a row, and the server's first answer may come while
+    another worker is still loading its model: probe until `want` have answered, for a bounded time)."""
     seen = {}
-    for _ in range(tries):
+    deadline = time.monotonic() + seconds
+    while len(seen) < want and time.monotonic() < deadline:
         h = json.loads(http_get(f"http://127.0.0.1:{port}/healthz")[1])
         seen[h["pid"]] = h
-        if len(seen) >= want:
-            break
+        if len(seen) < want:
+            time.sleep(0.01)
     return seen
 
 
