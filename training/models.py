@@ -74,7 +74,8 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
     `pool` is how the last feature map becomes one vector: "avg" averages every (time, mel) position
     (v5.1, v6); "max" averages over mel and keeps each channel's largest value over time, so a short
     keyword heard by a few of the 12 time positions is not diluted by the others (*vol* and *gaz*
-    fill a third of the window or less)."""
+    fill a third of the window or less). Measured in session 13, it found short words no more often
+    and longer ones less often (training/README.md), so "avg" stays the recipe."""
     import keras
     from keras import layers
 
