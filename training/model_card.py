@@ -58,6 +58,24 @@ def training_lines(m: dict) -> list[str]:
             f"- Keras vs ONNX max |Δ| on 256 windows: {m['keras_onnx_max_abs_delta']:.1e}."]
 
 
+def member_lines(members: list[dict], depth: int = 0, number: str = "") -> list[str]:
+    """One line per ensemble member; a member that is itself an ensemble (a shipped model joined with a new
+    network) lists its own members under it, so every network the file holds is named."""
+    lines = []
+    for i, e in enumerate(members, start=1):
+        em = e["metrics"]
+        how = (f"ensemble of {len(em['ensemble_members'])} networks, logits averaged" if "ensemble_members" in em
+               else f"{em.get('architecture')}; {mining_said(em.get('hard_negative_mining', []))}")
+        clips = (f"; its exported file alone on the held-out clips, phone condition: 14-class accuracy "
+                 f"{pct(e['clips_exported']['phone']['accuracy'])}, near-miss → keyword "
+                 f"{pct(e['clips_exported']['phone']['near_miss_taken_for_keyword'])}"
+                 if "clips_exported" in e else "")
+        lines.append(f"{'  ' * depth}- Member {number}{i} (sha256 {e['sha256'][:12]}): {how}{clips}.")
+        if "ensemble_members" in em:
+            lines += member_lines(em["ensemble_members"], depth + 1, f"{number}{i}.")
+    return lines
+
+
 def main(models: Path = ROOT / "models") -> int:
     manifest = json.loads((models / "kws12.json").read_text(encoding="utf-8"))
     evals = json.loads((models / "kws12_eval.json").read_text(encoding="utf-8"))
@@ -86,13 +104,7 @@ def main(models: Path = ROOT / "models") -> int:
            "what this model gives on that window (training/streaming.py)."] if "step" in manifest else []),
         f"- Classes, in output order: {', '.join(manifest['classes'])}",
         f"- Clip evaluation windows per condition: {m['eval_windows_per_condition']:,}.",
-        *(training_lines(m) if "ensemble_members" not in m else [
-            f"- Member {i} (sha256 {e['sha256'][:12]}): {e['metrics'].get('architecture')}; "
-            f"{mining_said(e['metrics'].get('hard_negative_mining', []))}; "
-            f"its exported file alone on the held-out clips, phone condition: 14-class accuracy "
-            f"{pct(e['clips_exported']['phone']['accuracy'])}, near-miss → keyword "
-            f"{pct(e['clips_exported']['phone']['near_miss_taken_for_keyword'])}."
-            for i, e in enumerate(m["ensemble_members"], start=1)]),
+        *(training_lines(m) if "ensemble_members" not in m else member_lines(m["ensemble_members"])),
         "",
     ]
     cal, ev = m.get("calibration"), m.get("streaming_test")
