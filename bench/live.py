@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calls-dir", type=Path, default=ROOT / "data" / "calls" / "test")
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--server-cpus", default=None, help="taskset CPU list for the server, e.g. 0")
+    ap.add_argument("--score-interval", type=float, default=None, help="`triage serve --score-interval` (s)")
     args = ap.parse_args(argv)
     if not (args.calls_dir / "labels.jsonl").exists():
         sys.exit(f"{args.calls_dir}/labels.jsonl not found: run `python -m training.calibrate` or give --calls-dir")
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, "-m", "triage.cli", "serve", "--port", str(port), "--workers", str(args.workers)]
             if args.model:
                 cmd += ["--model", str(args.model)]
+            if args.score_interval:
+                cmd += ["--score-interval", str(args.score_interval)]
             if args.server_cpus:
                 cmd = ["taskset", "-c", args.server_cpus, *cmd]
             server = subprocess.Popen(cmd, env={**os.environ, "TRIAGE_DATA_DIR": data_dir},

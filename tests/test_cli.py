@@ -71,3 +71,13 @@ def test_missing_model_is_a_clear_error(clips, tmp_path):
 def test_every_command_has_help(cmd):
     r = run(*cmd.split(), "--help")
     assert r.returncode == 0 and "usage: triage " + cmd in r.stdout
+
+
+def test_the_scoring_interval_reaches_the_server_and_bad_ones_are_refused():
+    from triage import cli
+
+    args = cli.build_parser().parse_args(["serve", "--score-interval", "0.05"])
+    assert cli._server_config(args).score_interval_s == 0.05
+    assert cli._server_config(cli.build_parser().parse_args(["serve"])).score_interval_s == 0.1
+    r = run("serve", "--score-interval", "5")
+    assert r.returncode == 2 and "5: the scoring interval is 0.01 to 1 s" in r.stderr

@@ -101,7 +101,15 @@ def _server_config(args):
                         users_file=Path(users) if users else None, certfile=args.certfile, keyfile=args.keyfile,
                         max_calls=getattr(args, "max_calls", 500), key_prefix=_key_prefix(args),
                         record_dir=getattr(args, "record", None), retention_days=getattr(args, "retention_days", 30.0),
-                        audit_dir=getattr(args, "audit_dir", None))
+                        audit_dir=getattr(args, "audit_dir", None),
+                        score_interval_s=getattr(args, "score_interval", 0.1))
+
+
+def _score_interval(text: str) -> float:
+    value = float(text)
+    if not 0.01 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: the scoring interval is 0.01 to 1 s")
+    return value
 
 
 def cmd_serve(args) -> int:
@@ -489,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live calls per worker before new ones get HTTP 503")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
+    p.add_argument("--score-interval", type=_score_interval, default=0.1, metavar="S",
+                   help="seconds between scoring ticks (default 0.1, the model's hop): shorter ones detect sooner, "
+                        "each scoring the calls whose next window is complete (measured: BENCHMARKS.md)")
     p.add_argument("--record", type=Path, metavar="DIR",
                    help="opt-in: keep each call's audio (the line's own encoding), events and feedback in DIR")
     p.add_argument("--retention-days", type=float, default=30.0,
