@@ -13,6 +13,8 @@ spread over --ramp seconds. Measured per load:
                      detection event arrived (keywords the call detected), p50 / p95
   cpu_ms_per_call_s  CPU of the server processes (Redis apart) per second of call audio streamed
   calls_per_core     1000 / cpu_ms_per_call_s: how many real-time calls one fully used core carries
+  model_ms_per_window  the host's speed: the model alone on 64 windows (one thread, median of 7), so
+                     figures from different hosts of "the same kind" can be compared (they differ ~2×)
 
 Prints one JSON object per load. Needs the test calls of `python -m training.calibrate`
 (data/calls/test with labels.jsonl) or --calls-dir with a labels.jsonl.
@@ -149,6 +151,18 @@ def measure(calls: list[Call], offline: dict[str, list[int]]) -> dict:
     }
 
 
+def model_ms_per_window(model: KeywordModel, batch: int = 64, repeats: int = 7) -> float:
+    frames, mels = model.manifest["input"]["shape"][1:3]
+    x = np.random.default_rng(0).normal(-40, 10, (batch, frames, mels)).astype(np.float32)
+    model.predict(x)  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        model.predict(x)
+        times.append(time.perf_counter() - t)
+    return round(1000 * float(np.median(times)) / batch, 4)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--loads", default="40,100,200", help="comma-separated numbers of simultaneous calls")
@@ -165,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"{args.calls_dir}/labels.jsonl not found: run `python -m training.calibrate` or give --calls-dir")
 
     model = KeywordModel(args.model)
+    host_ms = model_ms_per_window(model)
     scripts = load_scripts(args.calls_dir, args.files, args.call_seconds)
     # What the model finds offline in exactly the audio each caller sends.
     offline = {s.name: replay_samples(model, resample(decode(s.audio, ENCODING), RATE, 16000), s.name).services
@@ -202,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: after[k] - before[k] for k in after}
         r = measure(calls, offline)
         ms = 1000 * cpu["server"] / call_seconds
-        r.update(workers=args.workers, wall_s=round(wall, 1), call_seconds=round(call_seconds),
+        r.update(workers=args.workers, model_ms_per_window=host_ms, wall_s=round(wall, 1), call_seconds=round(call_seconds),
                  server_cpu_s=round(cpu["server"], 1), redis_cpu_s=round(cpu["redis"], 1),
                  cpu_ms_per_call_s=round(ms, 2), calls_per_core=round(1000 / ms))
         print(json.dumps(r), flush=True)
