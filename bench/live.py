@@ -13,8 +13,9 @@ spread over --ramp seconds. Measured per load:
                      detection event arrived (keywords the call detected), p50 / p95
   cpu_ms_per_call_s  CPU of the server processes (Redis apart) per second of call audio streamed
   calls_per_core     1000 / cpu_ms_per_call_s: how many real-time calls one fully used core carries
-  model_ms_per_window  the host's speed: the model alone on 64 windows (one thread, median of 7), so
-                     figures from different hosts of "the same kind" can be compared (they differ ~2×)
+  model_ms_per_window  the host's speed, measured once before the loads: the model alone on 64 windows
+                     (one thread, median of 7, every member), so figures from hosts "of the same kind"
+                     can be compared (they differ ~2×)
 
 Prints one JSON object per load. Needs the test calls of `python -m training.calibrate`
 (data/calls/test with labels.jsonl) or --calls-dir with a labels.jsonl.
@@ -152,13 +153,13 @@ def measure(calls: list[Call], offline: dict[str, list[int]]) -> dict:
 
 
 def model_ms_per_window(model: KeywordModel, batch: int = 64, repeats: int = 7) -> float:
-    frames, mels = model.manifest["input"]["shape"][1:3]
-    x = np.random.default_rng(0).normal(-40, 10, (batch, frames, mels)).astype(np.float32)
-    model.predict(x)  # warm-up
+    shape = (batch, model.features.window_frames, model.features.n_mels)
+    x = np.random.default_rng(0).normal(-40, 10, shape).astype(np.float32)
+    model.predict_full(x)  # warm-up; predict_full: a gate would turn random windows away
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        model.predict(x)
+        model.predict_full(x)
         times.append(time.perf_counter() - t)
     return round(1000 * float(np.median(times)) / batch, 4)
 
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: after[k] - before[k] for k in after}
         r = measure(calls, offline)
         ms = 1000 * cpu["server"] / call_seconds
-        r.update(workers=args.workers, model_ms_per_window=host_ms, wall_s=round(wall, 1), call_seconds=round(call_seconds),
+        r.update(workers=args.workers, score_interval_s=args.score_interval or 0.1, model_ms_per_window=host_ms,
+                 wall_s=round(wall, 1), call_seconds=round(call_seconds),
                  server_cpu_s=round(cpu["server"], 1), redis_cpu_s=round(cpu["redis"], 1),
                  cpu_ms_per_call_s=round(ms, 2), calls_per_core=round(1000 / ms))
         print(json.dumps(r), flush=True)

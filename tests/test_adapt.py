@@ -110,12 +110,19 @@ def test_thresholds_move_from_the_shipped_ones_only_as_far_as_the_calls_ask():
         return adapt.calibrate(calls, classes, 1, 1.0, 1.0, {**shipped, "vol": shipped_vol})["vol"]
 
     # every threshold finds it and none fires falsely: the shipped one stays, even off the grid
-    assert vol([_one_keyword_call(0.9995)]) == {"threshold": 0.97, "said": 1, "detected": 1}
+    assert vol([_one_keyword_call(0.9995)]) == {"threshold": 0.97, "said": 1, "detected": 1, "false_alarms": 0}
     assert vol([_one_keyword_call(0.9995)], shipped_vol=0.9993)["threshold"] == 0.9993
     # the shipped threshold misses it: the highest threshold that finds it
-    assert vol([_one_keyword_call(0.93)]) == {"threshold": 0.92, "said": 1, "detected": 1}
+    assert vol([_one_keyword_call(0.93)]) == {"threshold": 0.92, "said": 1, "detected": 1, "false_alarms": 0}
     # the shipped threshold fires falsely at 5 s: the lowest one that does not, still finding the keyword
     assert vol([_one_keyword_call(0.999, false_peak=0.985)])["threshold"] == 0.99
     # a keyword the calls never say keeps the shipped threshold unless it would fire falsely
     never_said = adapt.calibrate([_one_keyword_call(0.999, false_peak=0.985)], classes, 1, 1.0, 1.0, shipped)
-    assert never_said["gaz"] == {"threshold": 0.97, "said": 0, "detected": 0}
+    assert never_said["gaz"] == {"threshold": 0.97, "said": 0, "detected": 0, "false_alarms": 0}
+    gaz_fires = _one_keyword_call(0.999)
+    gaz_fires[1][np.argmin(np.abs(gaz_fires[0] - 5.0)), classes.index("gaz")] = 0.985
+    assert adapt.calibrate([gaz_fires], classes, 1, 1.0, 1.0, shipped)["gaz"] == {
+        "threshold": 0.99, "said": 0, "detected": 0, "false_alarms": 0}
+    # every threshold fires falsely: the highest, its false alarm and the keyword it still finds reported
+    assert vol([_one_keyword_call(1.0, false_peak=1.0)]) == {"threshold": 0.999, "said": 1, "detected": 1,
+                                                              "false_alarms": 1}

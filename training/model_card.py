@@ -58,10 +58,12 @@ def training_lines(m: dict) -> list[str]:
             f"- Keras vs ONNX max |Δ| on 256 windows: {m['keras_onnx_max_abs_delta']:.1e}."]
 
 
-def member_lines(members: list[dict], depth: int = 0, number: str = "") -> list[str]:
-    """One line per ensemble member; a member that is itself an ensemble (a shipped model joined with a new
-    network) lists its own members under it, so every network the file holds is named."""
+def member_lines(members: list[dict], depth: int = 0, number: str = "", weight: float = 1.0) -> list[str]:
+    """One line per ensemble member, with its share of the averaged logits; a member that is itself an
+    ensemble (a shipped model joined with a new network) lists its own members under it, so every network
+    the file holds is named with its weight."""
     lines = []
+    weight /= len(members)
     for i, e in enumerate(members, start=1):
         em = e["metrics"]
         how = (f"ensemble of {len(em['ensemble_members'])} networks, logits averaged" if "ensemble_members" in em
@@ -70,9 +72,10 @@ def member_lines(members: list[dict], depth: int = 0, number: str = "") -> list[
                  f"{pct(e['clips_exported']['phone']['accuracy'])}, near-miss → keyword "
                  f"{pct(e['clips_exported']['phone']['near_miss_taken_for_keyword'])}"
                  if "clips_exported" in e else "")
-        lines.append(f"{'  ' * depth}- Member {number}{i} (sha256 {e['sha256'][:12]}): {how}{clips}.")
+        lines.append(f"{'  ' * depth}- Member {number}{i} (sha256 {e['sha256'][:12]}, {weight:.3g} of the logits): "
+                     f"{how}{clips}.")
         if "ensemble_members" in em:
-            lines += member_lines(em["ensemble_members"], depth + 1, f"{number}{i}.")
+            lines += member_lines(em["ensemble_members"], depth + 1, f"{number}{i}.", weight)
     return lines
 
 

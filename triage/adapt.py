@@ -217,7 +217,8 @@ def calibrate(calls: list[tuple[np.ndarray, np.ndarray, CallLabel]], classes: tu
     shipped threshold. A handful of adaptation calls cannot tell 0.96 from 0.999 when both find every
     keyword; the shipped threshold was set against hours of keyword-free speech, so it moves only as far
     as the calls ask (taking the highest tied threshold instead lost held-out keywords). A keyword the
-    calls never say keeps the shipped threshold unless that would fire falsely."""
+    calls never say keeps the shipped threshold unless that would fire falsely. When every threshold fires
+    falsely, the highest, with its false alarms counted."""
     out = {}
     for kw in (c for c in classes if c in KEYWORD_SERVICE):
         i = classes.index(kw)
@@ -234,10 +235,11 @@ def calibrate(calls: list[tuple[np.ndarray, np.ndarray, CallLabel]], classes: tu
         clean = [t for t in tried if t[3] == 0]
         if clean:
             most = max(t[1] for t in clean)
-            thr, hits, said, _ = min((t for t in clean if t[1] == most), key=lambda t: (abs(t[0] - fallback[kw]), -t[0]))
-        else:
-            thr, hits, said = max(tried)[0], 0, 0
-        out[kw] = {"threshold": thr, "said": said, "detected": hits}
+            thr, hits, said, false = min((t for t in clean if t[1] == most),
+                                         key=lambda t: (round(abs(t[0] - fallback[kw]), 9), -t[0]))
+        else:  # every threshold fires falsely: the highest, and the card says how often
+            thr, hits, said, false = max(tried)
+        out[kw] = {"threshold": thr, "said": said, "detected": hits, "false_alarms": false}
     return out
 
 
@@ -394,8 +396,8 @@ def model_card(a: Adaptation, parent: KeywordModel) -> str:
                 f"{s['false_alarms']} → {d['false_alarms']} | {fmt(s['false_alarms_per_hour'])} → "
                 f"{fmt(d['false_alarms_per_hour'])} |\n")
     verdict = ("**Refused**: " + "; ".join(a.refusals)) if a.refusals else "**Accepted**: not worse anywhere measured"
-    thr = "".join(f"| {k} | {parent.thresholds[k]:g} | {v['threshold']:g} | {v['detected']}/{v['said']} |\n"
-                  for k, v in a.thresholds.items())
+    thr = "".join(f"| {k} | {parent.thresholds[k]:g} | {v['threshold']:g} | {v['detected']}/{v['said']} | "
+                  f"{v['false_alarms']} |\n" for k, v in a.thresholds.items())
     return (f"# {a.manifest['name']}\n\nAdapted from `{parent.version}` by `triage adapt` on "
             f"{len(a.adaptation_calls)} calls of `{a.manifest['adaptation']['dataset']}`; its last layer only "
             f"(see triage/adapt.py). {len(a.held_out_calls)} calls of the same dataset were held out.\n\n"
@@ -403,8 +405,8 @@ def model_card(a: Adaptation, parent: KeywordModel) -> str:
             f"false alarms / h |\n|---|---|---|---|---|\n{row('held-out calls', a.held_out)}"
             f"{row('project reference calls', a.reference)}\n"
             f"Training windows per class: {json.dumps(a.windows, ensure_ascii=False)}\n\n"
-            f"| keyword | shipped threshold | adapted threshold | detected/said on the adaptation calls |\n"
-            f"|---|---|---|---|\n{thr}")
+            f"| keyword | shipped threshold | adapted threshold | detected/said on the adaptation calls | "
+            f"false alarms there |\n|---|---|---|---|---|\n{thr}")
 
 
 def step_with_head(section: dict, directory: Path, weights: np.ndarray, bias: np.ndarray, model_path: Path) -> dict:

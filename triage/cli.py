@@ -106,7 +106,10 @@ def _server_config(args):
 
 
 def _score_interval(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
     if not 0.01 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"{text}: the scoring interval is 0.01 to 1 s")
     return value
@@ -498,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
     p.add_argument("--score-interval", type=_score_interval, default=0.1, metavar="S",
-                   help="seconds between scoring ticks (default 0.1, the model's hop): shorter ones detect sooner, "
-                        "each scoring the calls whose next window is complete (measured: BENCHMARKS.md)")
+                   help="seconds between scoring ticks (default 0.1, the shipped model's hop): shorter ones "
+                        "detect sooner, each scoring the calls whose next window is complete (BENCHMARKS.md)")
     p.add_argument("--record", type=Path, metavar="DIR",
                    help="opt-in: keep each call's audio (the line's own encoding), events and feedback in DIR")
     p.add_argument("--retention-days", type=float, default=30.0,
