@@ -57,6 +57,25 @@ def test_the_ensemble_is_the_members_logit_average_under_one_head(tmp_path):
     assert KeywordModel(out).classes == tuple(manifest["classes"])
 
 
+def test_shares_weight_the_members_logits(tmp_path):
+    members = _members(tmp_path)
+    model, manifest = combine(members, [0.75, 0.25])
+    out = tmp_path / "weighted.onnx"
+    onnx.save(model, str(out))
+    p = FeatureParams()
+    level = np.linspace(-70, -30, 41)[:, None, None, None]
+    x = (level + np.random.default_rng(1).normal(0, 3, (41, p.window_frames, p.n_mels, 1))).astype(np.float32)
+    logits = 0.75 * np.log(_probs(members[0], x)) + 0.25 * np.log(_probs(members[1], x))
+    expected = np.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert np.allclose(_probs(out, x), expected, atol=1e-5)
+    assert [m["share"] for m in manifest["metrics"]["ensemble_members"]] == [0.75, 0.25]
+    assert "averaged at shares 0.75, 0.25" in manifest["metrics"]["architecture"]
+    for bad in ([0.5], [0.7, 0.7], [1.0, 0.0]):
+        with pytest.raises(EnsembleError, match="one positive share per member"):
+            combine(members, bad)
+
+
 def test_members_that_disagree_are_refused(tmp_path):
     members = _members(tmp_path)
     m = json.loads(members[1].with_suffix(".json").read_text())

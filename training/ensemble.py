@@ -1,11 +1,14 @@
 """Two or more keyword networks served as one: their logits averaged under a single softmax head.
 
     python -m training.ensemble models/kws12.onnx a/kws12.onnx b/kws12.onnx   # then: python -m training.calibrate
+    python -m training.ensemble out.onnx v7/kws12.onnx new/kws12.onnx --shares 0.75,0.25
 
-Each member is an exported keyword model (`python -m training`, trained from its own start). Averaging
-their logits is one linear head on the members' concatenated embeddings:
+Each member is an exported keyword model (`python -m training`, trained from its own start), or an
+ensemble already. Averaging their logits, each at its share s_i (equal by default; --shares gives a member
+that is itself an ensemble of three networks three quarters, so that every network counts the same), is one
+linear head on the members' concatenated embeddings:
 
-    mean_i(W_i e_i + b_i) = [W_1 … W_n] / n · [e_1; …; e_n] + mean_i(b_i)
+    sum_i s_i (W_i e_i + b_i) = [s_1 W_1 … s_n W_n] · [e_1; …; e_n] + sum_i s_i b_i
 
 so the ensemble keeps the Softmax(MatMul + bias) head that `triage adapt` refits and stage 5b's refit
 reads (`triage.adapt.read_head`), and serving needs nothing new: one ONNX file, one manifest. Members
@@ -47,13 +50,16 @@ def _member(path: Path) -> tuple[dict, object, object]:
     return manifest, proto, head
 
 
-def combine(members: list[Path]) -> tuple[object, dict]:
-    """(ONNX ModelProto, manifest) of the members' logit average."""
+def combine(members: list[Path], shares: list[float] | None = None) -> tuple[object, dict]:
+    """(ONNX ModelProto, manifest) of the members' logit average, weighted by `shares` (default: equal)."""
     import onnx
     from onnx import compose, helper, numpy_helper
 
     if len(members) < 2:
         raise EnsembleError("an ensemble needs at least two members")
+    shares = [1.0 / len(members)] * len(members) if shares is None else list(shares)
+    if len(shares) != len(members) or not all(s > 0 for s in shares) or abs(sum(shares) - 1) > 1e-6:
+        raise EnsembleError(f"shares {shares}: one positive share per member ({len(members)}), summing to 1")
     digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in members]
     if len(set(digests)) < len(digests):
         raise EnsembleError("the same network is given twice; an ensemble's members are trained apart")
@@ -92,8 +98,8 @@ def combine(members: list[Path]) -> tuple[object, dict]:
         inits += [t for t in proto.graph.initializer if t.name in used]
         embeddings.append(f"m{i}_{head.embedding_name}")
     n = len(loaded)
-    weights = np.concatenate([h.weights for _, _, h in loaded]) / n
-    bias = np.mean([h.bias for _, _, h in loaded], axis=0)
+    weights = np.concatenate([share * h.weights for share, (_, _, h) in zip(shares, loaded, strict=True)])
+    bias = np.sum([share * h.bias for share, (_, _, h) in zip(shares, loaded, strict=True)], axis=0)
     inits += [numpy_helper.from_array(weights.astype(np.float32), "ensemble_head_weights"),
               numpy_helper.from_array(bias.astype(np.float32), "ensemble_head_bias")]
     output = proto0.graph.output[0]
@@ -110,10 +116,11 @@ def combine(members: list[Path]) -> tuple[object, dict]:
         raise EnsembleError(f"the joined graph is not valid ONNX: {e}") from None
     # as a fresh export: default streaming and thresholds, for training.calibrate to choose
     manifest = {**first, "streaming": dict(export.DEFAULT_STREAMING), "thresholds": {k: 0.5 for k in KEYWORDS}}
-    members_said = [{"file": p.name, "sha256": d, "metrics": m.get("metrics", {})}
-                    for p, d, (m, _, _) in zip(members, digests, loaded, strict=True)]
-    manifest["metrics"] = {"architecture": f"ensemble of {n} networks trained apart, their logits averaged under one "
-                                           "softmax head (training/ensemble.py)", "ensemble_members": members_said}
+    members_said = [{"file": p.name, "sha256": d, "share": share, "metrics": m.get("metrics", {})}
+                    for p, d, share, (m, _, _) in zip(members, digests, shares, loaded, strict=True)]
+    averaged = "averaged" if len(set(shares)) == 1 else f"averaged at shares {', '.join(f'{x:.3g}' for x in shares)}"
+    manifest["metrics"] = {"architecture": f"ensemble of {n} members trained apart, their logits {averaged} under "
+                                           "one softmax head (training/ensemble.py)", "ensemble_members": members_said}
     return model, manifest
 
 
@@ -133,13 +140,15 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="the ensemble's .onnx (its manifest is written beside it)")
     ap.add_argument("members", type=Path, nargs="+", help="exported keyword models (.onnx with their manifests)")
+    ap.add_argument("--shares", type=lambda t: [float(x) for x in t.split(",")], default=None,
+                    help="comma-separated share of each member's logits, summing to 1 (default: equal)")
     ap.add_argument("--eval-set", type=Path, default=ROOT / "data" / "stages" / f"kws_eval_v{dataset.VERSION}.npz",
                     help="the held-out-voice clip windows `python -m training` cached, to evaluate the ensemble on")
     args = ap.parse_args(argv)
     import onnx
 
     try:
-        model, manifest = combine(args.members)
+        model, manifest = combine(args.members, args.shares)
     except EnsembleError as e:
         raise SystemExit(f"error: {e}") from None
     if not args.eval_set.is_file():

@@ -63,19 +63,19 @@ def member_lines(members: list[dict], depth: int = 0, number: str = "", weight: 
     ensemble (a shipped model joined with a new network) lists its own members under it, so every network
     the file holds is named with its weight."""
     lines = []
-    weight /= len(members)
     for i, e in enumerate(members, start=1):
         em = e["metrics"]
+        share = weight * e.get("share", 1 / len(members))  # manifests before --shares: equal shares
         how = (f"ensemble of {len(em['ensemble_members'])} networks, logits averaged" if "ensemble_members" in em
                else f"{em.get('architecture')}; {mining_said(em.get('hard_negative_mining', []))}")
         clips = (f"; its exported file alone on the held-out clips, phone condition: 14-class accuracy "
                  f"{pct(e['clips_exported']['phone']['accuracy'])}, near-miss → keyword "
                  f"{pct(e['clips_exported']['phone']['near_miss_taken_for_keyword'])}"
                  if "clips_exported" in e else "")
-        lines.append(f"{'  ' * depth}- Member {number}{i} (sha256 {e['sha256'][:12]}, {weight:.3g} of the logits): "
+        lines.append(f"{'  ' * depth}- Member {number}{i} (sha256 {e['sha256'][:12]}, {share:.3g} of the logits): "
                      f"{how}{clips}.")
         if "ensemble_members" in em:
-            lines += member_lines(em["ensemble_members"], depth + 1, f"{number}{i}.", weight)
+            lines += member_lines(em["ensemble_members"], depth + 1, f"{number}{i}.", share)
     return lines
 
 
