@@ -47,6 +47,7 @@ from triage.audio import decode, encode, read_wav_16k, resample  # noqa: E402
 from triage.client import stream_call  # noqa: E402
 from triage.model import KeywordModel  # noqa: E402
 from triage.replay import MATCH_AFTER_END_S, load_labels, replay_samples  # noqa: E402
+from triage.server import ServerConfig  # noqa: E402
 
 RATE, ENCODING = 8000, "alaw"
 
@@ -218,8 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: after[k] - before[k] for k in after}
         r = measure(calls, offline)
         ms = 1000 * cpu["server"] / call_seconds
-        r.update(workers=args.workers, score_interval_s=args.score_interval or 0.1, model_ms_per_window=host_ms,
-                 wall_s=round(wall, 1), call_seconds=round(call_seconds),
+        r.update(workers=args.workers, score_interval_s=args.score_interval or ServerConfig.score_interval_s,
+                 model_ms_per_window=host_ms, wall_s=round(wall, 1), call_seconds=round(call_seconds),
                  server_cpu_s=round(cpu["server"], 1), redis_cpu_s=round(cpu["redis"], 1),
                  cpu_ms_per_call_s=round(ms, 2), calls_per_core=round(1000 / ms))
         print(json.dumps(r), flush=True)

@@ -66,8 +66,8 @@ def member_lines(members: list[dict], depth: int = 0, number: str = "", weight: 
     for i, e in enumerate(members, start=1):
         em = e["metrics"]
         share = weight * e.get("share", 1 / len(members))  # manifests before --shares: equal shares
-        how = (f"ensemble of {len(em['ensemble_members'])} networks, logits averaged" if "ensemble_members" in em
-               else f"{em.get('architecture')}; {mining_said(em.get('hard_negative_mining', []))}")
+        how = em.get("architecture") + ("" if "ensemble_members" in em
+                                        else f"; {mining_said(em.get('hard_negative_mining', []))}")
         clips = (f"; its exported file alone on the held-out clips, phone condition: 14-class accuracy "
                  f"{pct(e['clips_exported']['phone']['accuracy'])}, near-miss → keyword "
                  f"{pct(e['clips_exported']['phone']['near_miss_taken_for_keyword'])}"

@@ -102,7 +102,7 @@ def _server_config(args):
                         max_calls=getattr(args, "max_calls", 500), key_prefix=_key_prefix(args),
                         record_dir=getattr(args, "record", None), retention_days=getattr(args, "retention_days", 30.0),
                         audit_dir=getattr(args, "audit_dir", None),
-                        score_interval_s=getattr(args, "score_interval", 0.1))
+                        score_interval_s=getattr(args, "score_interval", None) or ServerConfig.score_interval_s)
 
 
 def _score_interval(text: str) -> float:
@@ -500,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live calls per worker before new ones get HTTP 503")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
-    p.add_argument("--score-interval", type=_score_interval, default=0.1, metavar="S",
+    p.add_argument("--score-interval", type=_score_interval, default=None, metavar="S",
                    help="seconds between scoring ticks (default 0.1, the shipped model's hop): shorter ones "
                         "detect sooner, each scoring the calls whose next window is complete (BENCHMARKS.md)")
     p.add_argument("--record", type=Path, metavar="DIR",
