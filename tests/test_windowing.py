@@ -9,9 +9,8 @@ L = FeatureParams().window_samples / 16000
 
 def test_a_window_is_the_keyword_only_when_it_holds_all_of_it():
     words = [("gaz", 1.0, 1.3)]
-    assert window_label(0.45, L, words) == "gaz"  # [0.45, 1.43] holds it all and 130 ms of what follows
+    assert window_label(0.4, L, words) == "gaz"  # [0.4, 1.38] holds it all
     assert window_label(0.5, L, words) == "gaz"
-    assert window_label(0.4, L, words) is None  # it ends 82 ms before the window does: « gazon » or « gaz »?
     assert window_label(1.1, L, words) is None  # two thirds of it: masked
     assert window_label(1.28, L, words) == UNKNOWN  # a sliver
     assert window_label(-0.8, L, words) == UNKNOWN  # ends before it
@@ -25,10 +24,3 @@ def test_a_keyword_longer_than_the_window_is_named_when_it_fills_the_window():
 
 def test_two_whole_keywords_in_one_window_are_masked():
     assert window_label(0.0, L, [("gaz", 0.1, 0.3), ("vol", 0.5, 0.7)]) is None
-
-
-def test_a_keyword_needs_what_follows_it_inside_the_window():
-    words = [("vol", 1.0, 1.3)]
-    starts = [1.305 + i * 0.01 - L for i in range(20)]  # windows ending 5 to 195 ms after it
-    labels = [window_label(s, L, words) for s in starts]
-    assert labels == [None] * 10 + ["vol"] * 10

@@ -133,10 +133,8 @@ class Augmenter:
         return noise.astype(np.float32)
 
     # -- windows --------------------------------------------------------------------------------
-    def place(self, word: np.ndarray, visible: tuple[float, float] = (0.9, 1.0), right_context: int = 0) -> np.ndarray:
-        """Put a word at a random offset in a 1 s window; `visible` is the share of it kept. With
-        `right_context` (samples), the word ends at least that far before the window does, or as far
-        as it can (triage.windowing.RIGHT_CONTEXT_S), and a cut word runs off the start only."""
+    def place(self, word: np.ndarray, visible: tuple[float, float] = (0.9, 1.0)) -> np.ndarray:
+        """Put a word at a random offset in a 1 s window; `visible` is the share of it kept."""
         rng = self.rng
         word = self._seeded(self._prosody, word) if rng.random() < 0.5 else word
         share = rng.uniform(*visible)
@@ -145,12 +143,7 @@ class Augmenter:
             s = rng.integers(0, keep - WINDOW + 1)
             word, keep = word[s: s + WINDOW], WINDOW
         w = np.zeros(WINDOW, np.float32)
-        if right_context:
-            room = max(0, WINDOW - keep - right_context)
-            start = rng.integers(0, room + 1) if share >= 0.999 else 0
-            w[start: start + keep] = word[len(word) - keep:]
-            end = start + keep
-        elif share < 0.999:  # cut at an edge: the word runs off the window's start or end
+        if share < 0.999:  # cut at an edge: the word runs off the window's start or end
             if rng.random() < 0.5:
                 piece = word[len(word) - keep:]
                 w[:keep] = piece[:WINDOW]

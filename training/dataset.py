@@ -20,15 +20,12 @@ from training import synth
 from training.augment import WINDOW, Augmenter, Banks, _rms, make_rirs, telephone
 from training.corpus import BASE_WORDS, KEYWORD_FORMS, NEAR_MISSES
 from training.voices import voices
-from triage.audio import TARGET_RATE
 from triage.features import FeatureParams, LogMel
 from triage.keywords import CLASSES, KEYWORDS, SILENCE, UNKNOWN
-from triage.windowing import RIGHT_CONTEXT_S
 
 CONDITIONS = ("clean", "phone", "room")
 # Bump when what goes into the windows changes: cached datasets and trained models are keyed by it.
-VERSION = 4
-RIGHT_CONTEXT = round(RIGHT_CONTEXT_S * TARGET_RATE)  # samples after an isolated keyword, as in running speech
+VERSION = 3
 
 
 @dataclass
@@ -109,7 +106,7 @@ def _train_example(task: tuple[int, str]) -> tuple[np.ndarray, str]:
             w = aug.place(_engine_balanced(rng, pools.words[kw])[0], visible=(0.1, 0.4))
     else:
         w = aug.place(_engine_balanced(rng, pools.words[label])[0], visible=(0.85, 1.0)
-                      if rng.random() < 0.25 else (1.0, 1.0), right_context=RIGHT_CONTEXT)
+                      if rng.random() < 0.25 else (1.0, 1.0))
     return _STATE["extractor"].frames(aug.channel(w)), label
 
 

@@ -7,11 +7,6 @@ from triage.keywords import UNKNOWN
 
 KEYWORD_SHARE = 0.92  # of the keyword inside the window to call the window that keyword
 SLIVER = 0.15  # at most this share (and 150 ms) of a keyword inside a window that is `_unknown_`
-# A keyword window must also hold this much audio after the word. Without it « vol » at a window's end
-# is the same input as the start of « volet », « volume » or « volant » (and « gaz » of « gazon »), one
-# labelled a keyword and the other `_unknown_`: the model learnt both, so short words scored high on
-# near-misses and low on themselves. Such windows are masked instead.
-RIGHT_CONTEXT_S = 0.1
 
 
 def window_label(start: float, length: float, words: list[tuple[str, float, float]]) -> str | None:
@@ -21,10 +16,9 @@ def window_label(start: float, length: float, words: list[tuple[str, float, floa
     for kw, s, e in words:
         overlap = max(0.0, min(stop, e) - max(start, s))
         dur = max(e - s, 1e-3)
-        fills = overlap >= 0.9 * length  # a keyword longer than the window: no room for context
-        if fills or overlap / dur >= KEYWORD_SHARE:
-            if found is not None or (not fills and e > stop - RIGHT_CONTEXT_S + 1e-6):
-                return None  # two whole keywords in one window, or a word whose end cannot be told yet
+        if overlap / dur >= KEYWORD_SHARE or overlap >= 0.9 * length:
+            if found is not None:
+                return None  # two whole keywords in one window: no single right answer
             found = kw
         elif overlap / dur > SLIVER or overlap > 0.15:
             return None
