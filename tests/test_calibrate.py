@@ -177,3 +177,28 @@ def test_held_out_calls_are_remade_when_what_they_are_made_of_changes(tmp_path, 
     (tmp_path / "calls" / "test" / "recipe.json").unlink()  # calls of unknown making: remade too
     calibrate.material(tmp_path, "test")
     assert made == [32, 32, 32]
+
+
+def test_material_is_built_by_one_calibration_at_a_time(tmp_path, monkeypatch):
+    """Two calibrations started together must not rebuild the calls while the other reads them."""
+    import threading
+    import time
+
+    from training import calibrate
+
+    inside, seen = [], []
+
+    def slow_build(data, split, workers):
+        seen.append(len(inside))
+        inside.append(split)
+        time.sleep(0.2)
+        inside.pop()
+        return data / "calls" / split, []
+
+    monkeypatch.setattr(calibrate, "_material", slow_build)
+    threads = [threading.Thread(target=calibrate.material, args=(tmp_path, "dev")) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == [0, 0, 0]

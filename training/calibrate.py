@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import shutil
 import time
@@ -94,7 +95,16 @@ def prompt_streams(data: Path, held_out: bool, seconds: float = 60.0):
 
 
 def material(data: Path, split: str, workers: int = 2) -> tuple[Path, list[tuple[str, np.ndarray]]]:
-    """(calls directory with labels.jsonl, keyword-free streams) of a held-out split, built once."""
+    """(calls directory with labels.jsonl, keyword-free streams) of a held-out split, built once. Built
+    under a lock: two calibrations started together on a new machine both found the dev calls missing,
+    and one rebuilt them while the other was reading them."""
+    data.mkdir(parents=True, exist_ok=True)
+    with open(data / f"calls-{split}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _material(data, split, workers)
+
+
+def _material(data: Path, split: str, workers: int) -> tuple[Path, list[tuple[str, np.ndarray]]]:
     held_out = split == "test"
     calls_dir = data / "calls" / split
     # Kokoro is capped: ~4 s of CPU per sentence, against ~0.1 s for the other engines.
