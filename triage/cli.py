@@ -501,8 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
     p.add_argument("--score-interval", type=_score_interval, default=None, metavar="S",
-                   help="seconds between scoring ticks (default 0.1, the shipped model's hop): shorter ones "
-                        "detect sooner, each scoring the calls whose next window is complete (BENCHMARKS.md)")
+                   help="seconds between scoring ticks (default: ServerConfig's, half the shipped model's hop): "
+                        "shorter ones detect sooner, each scoring the calls whose next window is complete "
+                        "(BENCHMARKS.md)")
     p.add_argument("--record", type=Path, metavar="DIR",
                    help="opt-in: keep each call's audio (the line's own encoding), events and feedback in DIR")
     p.add_argument("--retention-days", type=float, default=30.0,
