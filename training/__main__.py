@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rebuild)
     def speech_windows(split: str, count: int, seed: int) -> dict:
         """Spotter-grid windows of a running-speech set (cached)."""
-        return cached(stages / f"speech_{split}_{count}x{args.speech_passes}.npz", lambda: dict(zip(
+        return cached(stages / dataset.speech_cache_name(split, count, args.speech_passes), lambda: dict(zip(
             ("x", "y"), windows.build(speech.load(speech_paths[split]),
                                       dataset.load_pools(args.data, "fr", held_out=False).banks, params, seed=seed,
                                       passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
@@ -315,6 +315,8 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
 
     voices = {"voices": f"training and extra ({tag.lstrip('-')}) voices"} if tag else {}
     tag += "-specaug" if args.spec_augment else ""
+    # Keyed by the dataset version: a round's starting point was trained on windows labelled by its rules.
+    tag += f"-v{dataset.VERSION}"
     path, info_path = cache / f"kws_fresh_mined{rnd}{tag}.keras", cache / f"fresh_mined{rnd}{tag}.json"
     if path.exists() and info_path.exists() and not args.retrain:
         log(f"mining round {rnd}: found in {cache}")

@@ -28,6 +28,12 @@ CONDITIONS = ("clean", "phone", "room")
 VERSION = 3
 
 
+def speech_cache_name(split: str, count: int, passes: int) -> str:
+    """The file of a running-speech window set in the stages cache: keyed by VERSION too, since the
+    windows' labels follow the same rules (triage/windowing.py)."""
+    return f"speech_{split}_{count}x{passes}_v{VERSION}.npz"
+
+
 @dataclass
 class Pools:
     """Clips by label, each with the voice that said it."""

@@ -50,7 +50,7 @@ def training_windows(stages: Path, per_keyword: int, speech_train: int, speech_p
                                                                                                        np.ndarray]:
     """The isolated-word and running-speech windows `python -m training` cached (float16 log-mel, labels)."""
     paths = [stages / f"kws_train_v{dataset.VERSION}_{per_keyword}.npz",
-             stages / f"speech_train_{speech_train}x{speech_passes}.npz"]
+             stages / dataset.speech_cache_name("train", speech_train, speech_passes)]
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise SystemExit(f"training windows not found: {', '.join(missing)} (run `python -m training` first)")
