@@ -24,14 +24,16 @@ from triage.windowing import window_label
 
 HOP_S = 0.1  # the spotter's scoring grid
 KEYWORD_WINDOWS = 3  # kept per spoken keyword and pass
+MASKED = -1  # the label of a window holding part of a keyword (kept only when asked)
 
 
 _STATE: dict = {}
 
 
-def _init(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int, unknown_per_utt: int):
+def _init(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int, unknown_per_utt: int,
+          masked: bool):
     _STATE.update(utts=utts, banks=banks, params=params, extractor=LogMel(params), seed=seed,
-                  unknown_per_utt=unknown_per_utt)
+                  unknown_per_utt=unknown_per_utt, masked=masked)
 
 
 def _context(aug: Augmenter, rng: np.random.Generator, rate: int) -> np.ndarray:
@@ -63,14 +65,17 @@ def _windows(i: int) -> list[tuple[np.ndarray, str]]:
     frames = _STATE["extractor"].frames(x)
     hop = round(HOP_S * rate / p.hop_length)
     length = p.window_samples / rate
-    keyword, unknown = [], []
+    keyword, unknown, partial = [], [], []
     for f in range(int(rng.integers(hop)), len(frames) - p.window_frames + 1, hop):
         label = window_label(f * p.hop_length / rate, length, words)
         if label is None:
+            if _STATE["masked"]:
+                partial.append((frames[f: f + p.window_frames], None))
             continue
         (unknown if label == UNKNOWN else keyword).append((frames[f: f + p.window_frames], label))
     # Neighbouring windows of one keyword differ by a 100 ms shift: a few per keyword carry most of it.
-    return _some(keyword, KEYWORD_WINDOWS * len(words), rng) + _some(unknown, _STATE["unknown_per_utt"], rng)
+    return (_some(keyword, KEYWORD_WINDOWS * len(words), rng) + _some(partial, KEYWORD_WINDOWS * len(words), rng)
+            + _some(unknown, _STATE["unknown_per_utt"], rng))
 
 
 def _some(items: list, n: int, rng: np.random.Generator) -> list:
@@ -80,16 +85,18 @@ def _some(items: list, n: int, rng: np.random.Generator) -> list:
 
 
 def build(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int, passes: int = 2,
-          unknown_per_utt: int = 3, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """(X (N, frames, mels) float16, y class indices) from `passes` differently augmented copies."""
+          unknown_per_utt: int = 3, workers: int = 2, masked: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(X (N, frames, mels) float16, y class indices) from `passes` differently augmented copies. With
+    `masked`, windows holding part of a keyword are kept too (as many as keyword windows), labelled
+    MASKED: for training/distill.py, whose teacher labels every window."""
     tasks = list(range(len(utts)))
     xs, ys = [], []
     for k in range(passes):
         with mp.get_context("fork").Pool(workers, initializer=_init,
-                                         initargs=(utts, banks, params, (seed, k), unknown_per_utt)) as pool:
+                                         initargs=(utts, banks, params, (seed, k), unknown_per_utt, masked)) as pool:
             for out in tqdm(pool.imap(_windows, tasks, chunksize=16), total=len(tasks),
                             desc=f"running-speech windows, pass {k + 1}/{passes}", unit="utt"):
                 for frames, label in out:
                     xs.append(frames.astype(np.float16))
-                    ys.append(CLASSES.index(label))
+                    ys.append(MASKED if label is None else CLASSES.index(label))
     return np.stack(xs), np.array(ys, dtype=np.int64)
