@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--teacher", type=Path, default=ROOT / "models" / "kws12.onnx", help="the ensemble (ONNX)")
     ap.add_argument("--student", type=Path, required=True,
-                    help="the Keras network to start from, e.g. data/stages/<arch>/kws_fresh_mined6-v3.keras")
+                    help="the Keras network to start from, e.g. python -m training's last mining round, "
+                         "data/stages/<arch>/kws_fresh_mined6-v3.keras")
     ap.add_argument("--models", type=Path, required=True, help="where kws12.onnx and its manifest are written")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--epochs", type=int, default=6, help="each on the training speech augmented afresh")
