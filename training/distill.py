@@ -13,8 +13,8 @@ the ensemble's recall:
      labelled recipe must leave out and the teacher can label; plus isolated-word windows
   3. targets: the teacher's posteriors softened by a temperature (the student learns how sure the
      teacher is, not only its argmax), mixed with the hard label where a window has one
-  4. written as kws12.onnx + manifest; `python -m training.calibrate --model DIR/kws12.onnx` then
-     chooses its operating point on dev voices, as for any model
+  4. written as kws12.onnx + manifest (and student.keras, to go on from with another --seed); then
+     `python -m training.calibrate --model DIR/kws12.onnx` chooses its operating point on dev voices
 
 Only training voices are used; the dev and test voices stay unheard by teacher and student alike.
 """
@@ -99,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", type=Path, required=True, help="where kws12.onnx and its manifest are written")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--epochs", type=int, default=6, help="each on the training speech augmented afresh")
+    ap.add_argument("--seed", type=int, default=0, help="another seed draws other augmentations (to go on from a "
+                                                        "student this command made)")
     ap.add_argument("--temperature", type=float, default=2.0)
     ap.add_argument("--hard-weight", type=float, default=0.2, help="share of the loss given to the labels")
     ap.add_argument("--keyword-free", type=int, default=40000,
@@ -128,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     history = []
     for epoch in range(args.epochs):
         t = time.time()
-        rng = np.random.default_rng(epoch)
-        x, y = windows.build(utts, banks, params, seed=300 + epoch, passes=1, unknown_per_utt=10**6,
+        rng = np.random.default_rng(epoch + 1000 * args.seed)  # seed 0: the run measured in training/README
+        x, y = windows.build(utts, banks, params, seed=300 + 1000 * args.seed + epoch, passes=1, unknown_per_utt=10**6,
                              workers=args.workers, masked=True)
         p = teacher_posteriors(teacher, x)
         keep = epoch_windows(y, p, args.keyword_free, rng)
@@ -151,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         del xe, ye
 
     onnx_path = args.models / "kws12.onnx"
+    args.models.mkdir(parents=True, exist_ok=True)
+    student.save(args.models / "student.keras")  # where a later run can go on (--student)
     export.to_onnx(student, params, onnx_path)
     metrics = {
         "architecture": f"{student.name}, distilled from {teacher.version} (training/distill.py)",
