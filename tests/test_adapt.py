@@ -51,8 +51,9 @@ def test_adaptation_improves_the_new_voice_and_shuffled_labels_are_refused(centr
 def test_the_cli_promotes_only_what_is_accepted(centre, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    for suffix in (".onnx", ".json"):
-        (served / f"kws12{suffix}").write_bytes(KeywordModel().path.with_suffix(suffix).read_bytes())
+    shipped = KeywordModel()
+    for src in (shipped.path, shipped.path.with_suffix(".json"), *([shipped.gate.path] if shipped.gate else [])):
+        (served / src.name).write_bytes(src.read_bytes())
     before = KeywordModel(served / "kws12.onnx").version
     r = _run("adapt", centre, "--model", served / "kws12.onnx", "--out", tmp_path / "out", "--shuffle-labels",
              "--promote", "--no-reference")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx_models import loudness_gate, loudness_model, tone
+from onnx_models import loudness_gate, loudness_model, silence, tone
 
 from triage.keywords import CLASSES, UNKNOWN
-from triage.model import KeywordModel, ModelError
+from triage.model import KeywordModel, ModelError, _OnnxNetwork
 from triage.spotter import KeywordSpotter, call_windows
 
 
@@ -134,3 +134,17 @@ def test_a_network_whose_input_the_features_do_not_give_is_refused_at_load(tmp_p
     path.with_suffix(".json").write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=r"loud\.onnx: input shape .* \(expected \[batch, 96, 32, 1\]\)"):
         KeywordModel(path)
+
+
+def test_a_keyword_network_made_a_gate_scores_each_windows_keyword_probability_mass(tmp_path):
+    from training.gate import from_network
+
+    path = loudness_model(tmp_path)
+    model = KeywordModel(path)
+    from_network(path, len(model.keywords), tmp_path / "mass_gate.onnx")
+    _, windows = call_windows(model, np.concatenate([tone(1.5), silence(1.5)]))
+    full = model.predict_full(windows)
+    mass = _OnnxNetwork(tmp_path / "mass_gate.onnx", 1, windows.shape[1:]).run(windows)
+    assert mass.shape == (len(windows), 1)
+    np.testing.assert_allclose(mass[:, 0], full[:, : len(model.keywords)].sum(axis=1), atol=1e-6)
+    assert mass.min() < 0.5 < mass.max()  # the tone is a keyword to this model, the silence is not

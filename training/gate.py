@@ -6,15 +6,17 @@ there end far below its thresholds. The gate is a network an order of magnitude 
 window; the full model scores only the windows where the gate's score reaches the gate threshold, and the
 others count as `_unknown_` (triage.model.KeywordModel.predict).
 
+  (`--from-network` takes a keyword network instead, its keyword probability mass as the score: a network
+  distilled from the full model, training/distill.py, is one.)
   1. targets: how sure the full model is of its likeliest keyword on the cached training windows of
      `python -m training`, 0 up to a posterior of 0.5 and 1 from 0.95 (distillation: the gate learns where
      the full model may fire; the full model's keyword probability mass as the target passed 68 % of the
      test windows at the threshold that lost nothing, against 62 % for this one)
   2. a small depthwise-separable CNN (log-mel pooled 2x2 first) trained on them with binary cross-entropy
-  3. the threshold, chosen on the dev material (voices neither network trained on): the highest one at
-     which the gated model keeps all but `--max-loss` of the full model's dev detections and adds no false
-     alarm, under the manifest's window skipping; the test material then gives the figures, the shares of
-     windows the gate and the full model score among them
+  3. the threshold, chosen on the dev material (voices neither network trained on): the highest one below
+     the first at which the gated model would lose more than `--max-loss` of the full model's dev detections
+     or add a false alarm, under the manifest's window skipping; the test material then gives the figures,
+     the shares of windows the gate and the full model score among them
   4. written as kws12_gate.onnx beside the model, named with its threshold in the model's manifest
 """
 
@@ -87,6 +89,25 @@ def train(x: np.ndarray, target: np.ndarray, width: int, epochs: int, seed: int 
     return gate
 
 
+def from_network(network: Path, keywords: int, out: Path) -> None:
+    """A keyword network (the classes' probabilities, keywords first) as a gate: the same graph with its
+    output summed over the keyword classes, each window's keyword probability mass. A network distilled
+    from the full model (training/distill.py) says nearly what the full model says, at a third of its cost."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    m = onnx.load(str(network))
+    probs = m.graph.output[0].name
+    m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+                                (("gate_start", [0]), ("gate_end", [keywords]), ("gate_axes", [1]))])
+    m.graph.node.extend([helper.make_node("Slice", [probs, "gate_start", "gate_end", "gate_axes"], ["gate_kw"]),
+                         helper.make_node("ReduceSum", ["gate_kw", "gate_axes"], ["gate_score"], keepdims=1)])
+    del m.graph.output[:]
+    m.graph.output.append(helper.make_tensor_value_info("gate_score", TensorProto.FLOAT, [None, 1]))
+    onnx.checker.check_model(m)
+    onnx.save(m, str(out))
+
+
 def scored_streams(model: KeywordModel, calls_dir: Path, negatives) -> tuple[list[Stream], list[np.ndarray]]:
     """Every window of the material scored by the full model (posteriors) and by the gate (scores)."""
     labels = load_labels(calls_dir / "labels.jsonl")
@@ -125,8 +146,14 @@ def choose_tau(model: KeywordModel, dev: list[Stream], dev_gate: list[np.ndarray
     rows = [gated(model, dev, dev_gate, t) for t in TAUS]
     for r in rows:
         log(f"dev τ {r['tau']}: {r}")
-    ok = [r for r in rows if r["detections"] >= ungated["detections"] * (1 - max_loss)
-          and r["false_alarms"] <= ungated["false_alarms"]]
+    # The highest τ below the first that fails: a gate loses more as τ rises, and a higher τ that passes
+    # again after one that failed is the dev sample's noise (a distilled gate lost 4 of 539 dev detections
+    # at 0.5 and 5 at 0.6, then 2 at 0.7, where it lost 11 of the test keywords).
+    ok = []
+    for r in rows:
+        if r["detections"] < ungated["detections"] * (1 - max_loss) or r["false_alarms"] > ungated["false_alarms"]:
+            break
+        ok.append(r)
     if not ok:
         raise SystemExit(f"no gate threshold keeps {1 - max_loss:.1%} of the dev detections: {rows}")
     return ok[-1]["tau"], [ungated, *rows]
@@ -138,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", type=Path, default=ROOT / "models" / "kws12.onnx", help="the calibrated full model")
     ap.add_argument("--data", type=Path, default=ROOT / "data")
     ap.add_argument("--gate", type=Path, default=None, help="measure this trained gate instead of training one")
+    ap.add_argument("--from-network", type=Path, default=None,
+                    help="use this keyword network's keyword probability mass as the gate (e.g. a distilled model)")
     ap.add_argument("--width", type=int, default=32, help="the gate's channels")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--max-loss", type=float, default=0.005,
@@ -150,9 +179,15 @@ def main(argv: list[str] | None = None) -> int:
 
     model = KeywordModel(args.model)
     gate_path = args.model.with_name(args.model.stem + "_gate.onnx")
+    method = (f"a width-{args.width} depthwise-separable CNN on 2x2-pooled log-mel, distilled from this model's "
+              "keyword probability mass on its training windows")
     if args.gate:
         if args.gate.resolve() != gate_path.resolve():
             shutil.copy2(args.gate, gate_path)
+    elif args.from_network:
+        from_network(args.from_network, len(model.keywords), gate_path)
+        method = f"the keyword probability mass of {args.from_network.name} (sha256 " \
+                 f"{hashlib.sha256(args.from_network.read_bytes()).hexdigest()[:12]})"
     else:
         x, _ = training_windows(args.data / "stages", args.per_keyword, args.speech_train, args.speech_passes)
         target = targets(model, x)
@@ -175,8 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["gate"] = {
         "file": gate_path.name, "threshold": tau,
         "sha256": hashlib.sha256(gate_path.read_bytes()).hexdigest(),
-        "method": f"a width-{args.width} depthwise-separable CNN on 2x2-pooled log-mel, distilled from this model's "
-                  "keyword probability mass on its training windows; threshold: the highest keeping all but "
+        "method": f"{method}; threshold: the highest keeping all but "
                   f"{100 * args.max_loss:.1f} % of this model's dev detections with no added dev false alarm",
         "dev": dev_rows, "test": test_rows, "seconds": round(time.time() - t0)}
     mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
