@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from onnx_models import loudness_gate, loudness_model, silence, tone
 
+from triage.classify import classify
 from triage.keywords import CLASSES, UNKNOWN
 from triage.model import KeywordModel, ModelError, _OnnxNetwork
 from triage.spotter import KeywordSpotter, call_windows
@@ -45,6 +46,17 @@ def test_a_quiet_call_fires_without_the_gate_and_not_with_it(tmp_path):
     gated = KeywordModel(path)
     assert KeywordSpotter(gated).feed(quiet) == []
     assert [d.keyword for d in KeywordSpotter(gated).feed(tone(2.0, amplitude=0.3))] == ["incendie"]
+
+
+def test_a_clip_is_labelled_by_the_full_model_whatever_the_gate_says(tmp_path):
+    path = loudness_model(tmp_path, level_db=-110)
+    quiet = tone(0.8, amplitude=0.002)
+    assert classify(KeywordModel(path), quiet).label == "incendie"
+    _, windows = call_windows(KeywordModel(path), tone(2.0, amplitude=0.002))
+    loudness_gate(path, level_db=float(windows.mean(axis=(1, 2)).max()) + 10)
+    gated = KeywordModel(path)
+    assert gated.gate is not None and not (gated.gate.scores(windows) >= gated.gate.threshold).any()
+    assert classify(gated, quiet).label == "incendie"
 
 
 def test_the_gate_is_part_of_the_model_version(tmp_path):
