@@ -4,7 +4,7 @@ Builds an 8 kHz G.711 A-law WAV of --minutes from the bundled demo calls (looped
 `triage replay FILE --json` in a child process pinned to one core (onnxruntime on one thread) and
 reads the child's peak RSS and CPU time from the kernel. Prints one JSON object.
 
-    python bench/replay.py [--minutes 60] [--encoding alaw]
+    python bench/replay.py [--minutes 60] [--encoding alaw] [--model models/kws12.onnx]
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=60.0)
     ap.add_argument("--encoding", default="alaw", choices=("alaw", "mulaw", "pcm_s16le"))
     ap.add_argument("--cpu", default="0", help="core the replay is pinned to (taskset)")
+    ap.add_argument("--model", type=Path, default=None, help="a keyword model other than the shipped one")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "long.wav"
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         r = subprocess.run(["taskset", "-c", args.cpu, sys.executable, "-m", "triage.cli", "replay", str(path),
-                            "--json"], capture_output=True, text=True, cwd=ROOT)
+                            "--json", *(["--model", str(args.model)] if args.model else [])],
+                           capture_output=True, text=True, cwd=ROOT)
         wall = time.monotonic() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:

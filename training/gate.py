@@ -210,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     manifest["gate"] = {
         "file": gate_path.name, "threshold": tau,
         "sha256": hashlib.sha256(gate_path.read_bytes()).hexdigest(),
-        "method": f"{method}; threshold: the highest keeping all but "
-                  f"{100 * args.max_loss:.1f} % of this model's dev detections with no added dev false alarm",
+        "method": f"{method}; threshold: the highest below the first that loses more than "
+                  f"{100 * args.max_loss:.1f} % of this model's dev detections or adds a dev false alarm",
         "dev": dev_rows, "test": test_rows, "seconds": round(time.time() - t0)}
     mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     log(f"gate threshold {tau} written to {mpath} ({time.time() - t0:.0f} s)")
