@@ -1,7 +1,8 @@
 """`triage call --say` as a new user tries it: one natural sentence per keyword, spoken by espeak-ng's
 default French voice (what `--say` uses when MBROLA is not installed), through the live core.
 
-    python bench/say.py [--voice fr]   → one JSON object: per sentence the services routed, and the total
+    python bench/say.py [--voice fr] [--model models/kws12.onnx]
+    → one JSON object: per sentence the services routed, and the total
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ SENTENCES = {
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--voice", default="fr", help="espeak-ng voice (default: its default French voice)")
+    ap.add_argument("--model", type=Path, default=None, help="a keyword model other than the shipped one")
     args = ap.parse_args()
-    model = KeywordModel()
+    model = KeywordModel(args.model) if args.model else KeywordModel()
     rows, routed = [], 0
     for kw, text in SENTENCES.items():
         samples, rate = synthesize(text, voice=args.voice)
