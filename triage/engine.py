@@ -1,7 +1,7 @@
 """ScoringEngine: every live call's audio → detections, one batched pass per tick. Sans-I/O.
 
 The event loop only `receive`s frames: a length check and an append, O(1) per frame, so hundreds
-of calls' frames and keepalive pings never wait behind signal processing. A `tick` (every 50 ms by default,
+of calls' frames and keepalive pings never wait behind signal processing. A `tick` (every 30 ms by default,
 in a worker thread) then takes each call's new bytes in one piece — one decode, one resampler call,
 one log-mel call per call instead of one per 20 ms frame — and scores the due windows of all calls
 in a single model call (a call holding several due windows whose scoring depends on the one before, under
