@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t = time.monotonic()
         r = subprocess.run(["taskset", "-c", args.cpu, sys.executable, "-m", "triage.cli", "replay", str(path),
-                            "--json", *(["--model", str(args.model)] if args.model else [])],
+                            "--json", *(["--model", str(args.model.resolve())] if args.model else [])],
                            capture_output=True, text=True, cwd=ROOT)
         wall = time.monotonic() - t
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -153,10 +153,28 @@ def test_a_keyword_network_made_a_gate_scores_each_windows_keyword_probability_m
 
     path = loudness_model(tmp_path)
     model = KeywordModel(path)
-    from_network(path, len(model.keywords), tmp_path / "mass_gate.onnx")
+    from_network(path, model, tmp_path / "mass_gate.onnx")
     _, windows = call_windows(model, np.concatenate([tone(1.5), silence(1.5)]))
     full = model.predict_full(windows)
     mass = _OnnxNetwork(tmp_path / "mass_gate.onnx", 1, windows.shape[1:]).run(windows)
     assert mass.shape == (len(windows), 1)
     np.testing.assert_allclose(mass[:, 0], full[:, : len(model.keywords)].sum(axis=1), atol=1e-6)
     assert mass.min() < 0.5 < mass.max()  # the tone is a keyword to this model, the silence is not
+
+
+def test_a_network_whose_classes_are_in_another_order_is_not_made_a_gate(tmp_path):
+    import json
+
+    from training.gate import from_network
+
+    path = loudness_model(tmp_path)
+    model = KeywordModel(path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / path.name).write_bytes(path.read_bytes())
+    manifest = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    manifest["classes"][0], manifest["classes"][1] = manifest["classes"][1], manifest["classes"][0]
+    (other / path.with_suffix(".json").name).write_text(json.dumps(manifest), encoding="utf-8")
+    with pytest.raises(ValueError, match="are not"):
+        from_network(other / path.name, model, tmp_path / "mass_gate.onnx")
+    assert not (tmp_path / "mass_gate.onnx").exists()

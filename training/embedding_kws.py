@@ -21,6 +21,7 @@ whether a cascade that pays it only where a cheap first stage fires is worth bui
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing as mp
 import os
@@ -106,14 +107,17 @@ def contexts(emb: np.ndarray) -> np.ndarray:
     return emb[idx]
 
 
-def cached(path: Path, names: list[str], make):
+def cached(path: Path, names: list[str], audio: list[np.ndarray], make):
+    """Embeddings kept for the same named audio: rebuilt material reuses its names, so its samples count too."""
+    digest = hashlib.sha256(b"".join(np.ascontiguousarray(x, np.float32).tobytes() for x in audio)).hexdigest()
     if path.exists():
         z = np.load(path)
-        if list(z["names"]) == names:
+        if list(z["names"]) == names and str(z.get("digest", "")) == digest:
             return np.split(z["emb"], z["offsets"][1:-1])
     out = make()
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, names=np.array(names), emb=np.concatenate(out), offsets=np.cumsum([0] + [len(e) for e in out]))
+    np.savez(path, names=np.array(names), digest=np.array(digest), emb=np.concatenate(out),
+             offsets=np.cumsum([0] + [len(e) for e in out]))
     return out
 
 
@@ -172,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     cnn = KeywordModel(args.model)
+    cnn.gate = None  # every window as the network scores it: networks are compared here, not a cascade
     window_s = cnn.features.window_samples / cnn.features.sample_rate
     cache = args.data / "stages" / "embeddings"
 
@@ -185,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     train_audio = [(f, read_wav_16k(train_dir / f), lbl) for f, lbl in labels.items()]
     train_audio += [(n, x, None) for n, x in train_neg]
     train_jobs = [(x, grid(len(x) / RATE, window_s)) for _, x, _ in train_audio]
-    train_emb = cached(cache / "train.npz", [n for n, _, _ in train_audio],
+    train_emb = cached(cache / "train.npz", [n for n, _, _ in train_audio], [x for _, x, _ in train_audio],
                        lambda: embed_all(train_jobs, args.workers, "embedding training calls"))
     xs, ys = [], []
     for (_, _, lbl), (_, times), e in zip(train_audio, train_jobs, train_emb, strict=True):
@@ -208,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         audio = {n: x for n, x in negatives}
         jobs = [(audio[s.name] if s.label is None else read_wav_16k(calls_dir / s.name), s.times)
                 for s in cnn_streams]
-        emb = cached(cache / f"{split}.npz", [s.name for s in cnn_streams],
+        emb = cached(cache / f"{split}.npz", [s.name for s in cnn_streams], [x for x, _ in jobs],
                      lambda jobs=jobs, split=split: embed_all(jobs, args.workers, f"embedding {split}"))
         p_emb = [clf.predict(contexts(e).astype(np.float32), batch_size=2048, verbose=0) if len(e)
                  else np.zeros((0, len(CLASSES))) for e in emb]

@@ -36,7 +36,7 @@ from tqdm import tqdm
 from training import dataset, export, models
 from training.calibrate import Stream, as_unknown, material, skip_mask, skipping
 from triage.audio import read_wav_16k
-from triage.model import KeywordModel, manifest_path_for
+from triage.model import KeywordModel, ModelError, manifest_path_for
 from triage.replay import load_labels
 from triage.spotter import call_windows
 
@@ -89,13 +89,19 @@ def train(x: np.ndarray, target: np.ndarray, width: int, epochs: int, seed: int 
     return gate
 
 
-def from_network(network: Path, keywords: int, out: Path) -> None:
+def from_network(network: Path, model: KeywordModel, out: Path) -> None:
     """A keyword network (the classes' probabilities, keywords first) as a gate: the same graph with its
     output summed over the keyword classes, each window's keyword probability mass. A network distilled
-    from the full model (training/distill.py) says nearly what the full model says, at a third of its cost."""
+    from the full model (training/distill.py) says nearly what the full model says, at a third of its cost.
+    Its manifest must name the model's classes in the model's order, keywords first: the sum is by position."""
     import onnx
     from onnx import TensorProto, helper
 
+    classes = KeywordModel(network).classes
+    keywords = len(model.keywords)
+    if classes != model.classes or set(classes[:keywords]) != set(model.keywords):
+        raise ValueError(f"{network}: its classes {list(classes)} are not {model.path.name}'s {list(model.classes)} "
+                         "with the keywords first, in that order")
     m = onnx.load(str(network))
     probs = m.graph.output[0].name
     m.graph.initializer.extend([onnx.numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
@@ -185,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.gate.resolve() != gate_path.resolve():
             shutil.copy2(args.gate, gate_path)
     elif args.from_network:
-        from_network(args.from_network, len(model.keywords), gate_path)
+        try:
+            from_network(args.from_network, model, gate_path)
+        except (ValueError, ModelError) as e:
+            raise SystemExit(f"error: {e}") from None
         method = f"the keyword probability mass of {args.from_network.name} (sha256 " \
                  f"{hashlib.sha256(args.from_network.read_bytes()).hexdigest()[:12]})"
     else:

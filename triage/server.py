@@ -70,9 +70,8 @@ class ServerConfig:
     resume_grace_s: float = 60.0
     takeover_ping_s: float = 2.0  # a resume takes over a connection that does not answer a ping this fast
     # Under a third of the model's 100 ms hop: each tick scores the calls whose next window is complete, so
-    # a window waits 15 ms for its tick on average. Measured at 100 live calls on one core (BENCHMARKS.md):
-    # p95 detection latency 0.29 s against 0.32 s at 0.05 s and 0.38 s at 0.1 s, for 9 % more server CPU
-    # than 0.05 s with the gated model.
+    # a window waits 15 ms for its tick on average. Measured at 100 live calls on one core with the gated v7
+    # (BENCHMARKS.md): p95 detection latency 0.29 s against 0.32 s at 0.05 s, for 9 % more server CPU.
     score_interval_s: float = 0.03
     outbox_limit: int = 10_000
     allowed_origins: tuple[str, ...] = ()  # beside the server's own host
