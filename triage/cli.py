@@ -501,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="processes sharing the port, all routing into the same Redis (default: one per CPU core)")
     p.add_argument("--score-interval", type=_score_interval, default=None, metavar="S",
-                   help="seconds between scoring ticks (default: ServerConfig's, 0.03): "
+                   help="seconds between scoring ticks (default 0.03, ServerConfig.score_interval_s): "
                         "shorter ones detect sooner, each scoring the calls whose next window is complete "
                         "(BENCHMARKS.md)")
     p.add_argument("--record", type=Path, metavar="DIR",
