@@ -81,6 +81,6 @@ def test_the_scoring_interval_reaches_the_server_and_bad_ones_are_refused():
     assert cli._server_config(args).score_interval_s == 0.2
     default = cli._server_config(cli.build_parser().parse_args(["serve"]))
     assert default.score_interval_s == ServerConfig.score_interval_s
-    assert f"default {ServerConfig.score_interval_s:g}," in run("serve", "--help").stdout  # the help says it
+    assert f"default {ServerConfig.score_interval_s:g}," in " ".join(run("serve", "--help").stdout.split())
     r = run("serve", "--score-interval", "5")
     assert r.returncode == 2 and "5: the scoring interval is 0.01 to 1 s" in r.stderr
