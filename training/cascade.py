@@ -35,9 +35,10 @@ from triage.model import KeywordModel
 from triage.replay import MATCH_AFTER_END_S
 
 RATE = 16000
+EMB_FRAMES, MEL_HOP = 76, 160  # one embedding hears 76 mel frames of 10 ms (160 samples)
 EMBEDDINGS, STRIDE = 6, 10  # embeddings of 76 mel frames, 10 frames (100 ms, the spotter's hop) apart
-MEL_FRAMES = 76 + STRIDE * (EMBEDDINGS - 1)
-SEGMENT = (MEL_FRAMES + 3) * 160  # samples: the mel model gives samples / 160 - 3 frames
+MEL_FRAMES = EMB_FRAMES + STRIDE * (EMBEDDINGS - 1)
+SEGMENT = (MEL_FRAMES + 3) * MEL_HOP  # samples: the mel model gives samples / 160 - 3 frames
 REJECT, IGNORE = len(KEYWORDS), -1
 
 
@@ -53,15 +54,22 @@ class SpeechEmbedding:
         self.mel = ort.InferenceSession(str(get_mel_model_path()), so, providers=["CPUExecutionProvider"])
         self.emb = ort.InferenceSession(str(get_embedding_model_path()), so, providers=["CPUExecutionProvider"])
 
+    def mel_frames(self, audio: np.ndarray) -> np.ndarray:
+        """(N, samples) audio in [-1, 1] → (N, frames, 32) mel at the scale the embedding model takes."""
+        return self.mel.run(None, {"input": (audio * 32767).astype(np.float32)})[0][:, 0] / 10 + 2
+
+    def embed(self, mel_windows: np.ndarray) -> np.ndarray:
+        """(M, EMB_FRAMES, 32) mel windows → (M, 96) embeddings."""
+        x = mel_windows.reshape(-1, EMB_FRAMES, 32, 1).astype(np.float32)
+        return self.emb.run(None, {"input_1": x})[0].reshape(-1, 96)
+
     def __call__(self, segments: np.ndarray) -> np.ndarray:
         """(N, SEGMENT) audio in [-1, 1] → (N, EMBEDDINGS, 96)."""
         out = []
         for i in range(0, len(segments), 64):
-            x = (segments[i: i + 64] * 32767).astype(np.float32)
-            m = (self.mel.run(None, {"input": x})[0][:, 0] / 10 + 2)[:, -MEL_FRAMES:]
-            w = np.stack([m[:, j * STRIDE: j * STRIDE + 76] for j in range(EMBEDDINGS)], 1)
-            e = self.emb.run(None, {"input_1": w.reshape(-1, 76, 32, 1).astype(np.float32)})[0]
-            out.append(e.reshape(len(x), EMBEDDINGS, 96))
+            m = self.mel_frames(segments[i: i + 64])[:, -MEL_FRAMES:]
+            w = np.stack([m[:, j * STRIDE: j * STRIDE + EMB_FRAMES] for j in range(EMBEDDINGS)], 1)
+            out.append(self.embed(w).reshape(len(w), EMBEDDINGS, 96))
         return np.concatenate(out) if out else np.zeros((0, EMBEDDINGS, 96), np.float32)
 
 

@@ -34,13 +34,13 @@ from tqdm import tqdm
 from training import speech
 from training.calibrate import ROOT, Stream, _banks, choose, counts, free_streams, material, raw_streams, smoothed
 from training.calls import speech_calls
+from training.cascade import EMB_FRAMES, MEL_HOP, RATE, SpeechEmbedding
 from triage.audio import read_wav_16k
 from triage.keywords import KEYWORDS
 from triage.model import KeywordModel
 from triage.replay import load_labels
 
-RATE, HOP_S = 16000, 0.1
-EMB_FRAMES, MEL_HOP = 76, 160  # one embedding hears 76 mel frames of 10 ms
+HOP_S = 0.1
 CONTEXT = 6  # embeddings the classifier sees: the window's and the 5 before it, 100 ms apart
 REJECT, IGNORE = len(KEYWORDS), -1
 CLASSES = (*KEYWORDS, "_reject_")
@@ -68,21 +68,16 @@ class _Embedder:
     requested window end."""
 
     def __init__(self):
-        from training.cascade import SpeechEmbedding
-
-        e = SpeechEmbedding()
-        self.mel, self.emb = e.mel, e.emb
+        self.speech = SpeechEmbedding()
 
     def __call__(self, audio: np.ndarray, times: np.ndarray) -> np.ndarray:
         if not len(times):
             return np.zeros((0, 96), np.float16)
         pad = EMB_FRAMES * MEL_HOP + 4 * MEL_HOP
-        x = np.concatenate([np.zeros(pad, np.float32), audio.astype(np.float32)]) * 32767
-        m = self.mel.run(None, {"input": x[None]})[0][0, 0] / 10 + 2  # (frames, 32)
+        m = self.speech.mel_frames(np.concatenate([np.zeros(pad, np.float32), audio.astype(np.float32)])[None])[0]
         ends = np.clip(((times * RATE + pad) / MEL_HOP).round().astype(int) - 3, EMB_FRAMES, len(m))
-        w = np.stack([m[e - EMB_FRAMES: e] for e in ends])[..., None].astype(np.float32)
-        out = [self.emb.run(None, {"input_1": w[i: i + 256]})[0].reshape(-1, 96) for i in range(0, len(w), 256)]
-        return np.concatenate(out).astype(np.float16)
+        w = np.stack([m[e - EMB_FRAMES: e] for e in ends])
+        return np.concatenate([self.speech.embed(w[i: i + 256]) for i in range(0, len(w), 256)]).astype(np.float16)
 
 
 _worker: _Embedder | None = None
