@@ -46,7 +46,8 @@ def wrap(model: Path, out_dir: Path, alphas: list[float]) -> Path:
     for node in g.node:
         node.input[:] = ["tta_all" if x == source else x for x in node.input]
         node.output[:] = ["tta_probs_all" if x == output else x for x in node.output]
-    p = FeatureParams.from_dict(json.loads(manifest_path_for(model).read_text(encoding="utf-8"))["features"])
+    manifest = json.loads(manifest_path_for(model).read_text(encoding="utf-8"))
+    p = FeatureParams.from_dict(manifest["features"])
     opset = max(o.version for o in m.opset_import if o.domain in ("", "ai.onnx"))
     n_classes = g.output[0].type.tensor_type.shape.dim[-1].dim_value
     inits = [numpy_helper.from_array(np.array([3], np.int64), "tta_axis3"),
@@ -73,7 +74,6 @@ def wrap(model: Path, out_dir: Path, alphas: list[float]) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / model.name
     onnx.save(m, out)
-    manifest = json.loads(manifest_path_for(model).read_text(encoding="utf-8"))
     manifest["name"] = f"{manifest.get('name', model.stem)}-warped{','.join(map(str, alphas))}"
     manifest_path_for(out).write_text(json.dumps(manifest, indent=1, ensure_ascii=False), encoding="utf-8")
     if "gate" in manifest:
