@@ -13,8 +13,12 @@ test_pkgs=(chromium)
 # MBROLA lives in Debian contrib/non-free; fr4, fr7 and ca2 are deliberately absent (reserved for
 # the independent evaluation).
 # tuxpaint-stamps-default: 21 min of real French speech (stamp descriptions) that only evaluation hears.
+# Voices of other languages speak French with their accent for `--extra-voices diphones`
+# (training/diphones.py: VOICES).
 train_pkgs=(mbrola mbrola-fr1 mbrola-fr2 mbrola-fr3 mbrola-fr5 mbrola-fr6 mbrola-ca1
             mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1 flite
+            mbrola-af1 mbrola-de1 mbrola-de2 mbrola-de3 mbrola-de4 mbrola-de5 mbrola-de6 mbrola-de7 mbrola-de8
+            mbrola-ee1 mbrola-hu1 mbrola-nl2 mbrola-nl3 mbrola-sw1 mbrola-sw2
             sox libsox-fmt-all asterisk-prompt-fr-armelle ktuberling-data tuxpaint-stamps-default
             asterisk-moh-opsound-wav sound-theme-freedesktop)
 

@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="rounds after training, each on freshly augmented speech plus its hard negatives")
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
     ap.add_argument("--extra-voices", choices=list(speech.EXTRA_VOICES), default="wide",
-                    help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, or the natural "
-                         "ones only")
+                    help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, the natural "
+                         "ones only, or MBROLA with other languages' speakers (training/diphones.py)")
     ap.add_argument("--extra-speech", type=int, default=2000,
                     help="running-speech utterances of the extra voices planned (Kokoro capped: speech.EXTRA_VOICES)")
     ap.add_argument("--extra-rounds", type=int, default=0,

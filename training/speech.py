@@ -32,7 +32,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 from tqdm import tqdm
 
-from training import corpus
+from training import corpus, diphones
 from training.synth import voiced_bounds
 from training.voices import VoiceUnavailable, ipa, kokoro_model_file
 from triage.audio import TARGET_RATE, read_wav, resample
@@ -67,6 +67,7 @@ class Speaker:
     speed: float
     pitch: int
     gender_shift: tuple[float, float] | None = None  # Praat (formant ratio, pitch median Hz)
+    foreign: tuple[str, float] | None = None  # (MBROLA voice of another language, pitch ratio): diphones.py
 
 
 # Extra training voices for mining rounds after the standard ones (`python -m training --extra-voices`):
@@ -75,8 +76,11 @@ class Speaker:
 # utterances moved to a new pseudo-speaker over wider ranges. "natural" stays with the voices closest to
 # a real one, where unheard voices are missed most (training/README.md): Kokoro as in training and
 # MBROLA, no espeak-ng, most MBROLA utterances moved to a new pseudo-speaker over the training ranges.
+# "diphones" is MBROLA alone, most of it spoken by the real speakers of other languages' voices
+# (diphones.py: French with their accent), a third of those also moved by Praat.
 # Each kind with its Kokoro (share, cap): Kokoro costs ~4 s of CPU a sentence here, the others ~0.1 s.
-EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800)}
+EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800), "diphones": (0.0, 0)}
+FOREIGN_SHARE = 0.8  # of the "diphones" utterances
 
 
 def draw_speaker(rng: np.random.Generator, split: str, engine: str, extra: str = "") -> Speaker:
@@ -100,6 +104,11 @@ def draw_speaker(rng: np.random.Generator, split: str, engine: str, extra: str =
             parts = {str(names[0]): w, str(names[1]): 1 - w}
         spec = "+".join(f"{k}*{v:.2f}" for k, v in parts.items() if v >= 0.01)
         return Speaker(f"kokoro:{spec}", "kokoro", spec, speed, 50)
+    if engine == "mbrola" and split == "train" and extra == "diphones" and rng.random() < FOREIGN_SHARE:
+        name = str(rng.choice(diphones.VOICES))
+        shift = (float(rng.uniform(0.85, 1.2)), float(rng.uniform(90, 260))) if rng.random() < 0.3 else None
+        return Speaker(f"mbrola:{name}", engine, "mb-fr1", speed, int(rng.integers(25, 80)), shift,
+                       (name, diphones.pitch_ratio(name, rng)))
     name = rng.choice(MBROLA[split] if engine == "mbrola" else ESPEAK[split])
     spec = f"mb-{name}" if engine == "mbrola" else ("fr" + (f"+{name}" if name else ""))
     shift = None
@@ -195,17 +204,20 @@ def _wpm(sp: Speaker) -> int:
 
 
 def _mbrola(sp: Speaker, text: str, pho: bool = False):
-    """Audio (float32, rate) of a sentence, or with `pho` the phonemes and durations MBROLA is given."""
+    """Audio (float32, rate) of a sentence, or with `pho` the phonemes and durations MBROLA is given (a
+    foreign voice is given fr1's, renamed one for one: the durations and so the keyword times hold)."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "o.wav"
         cmd = ["espeak-ng", "-v", sp.spec, "-s", str(_wpm(sp)), "-p", str(sp.pitch), "-a", "60"]
-        cmd += ["-q", "--pho", text] if pho else ["-w", str(out), text]
+        cmd += ["-q", "--pho", text] if pho or sp.foreign else ["-w", str(out), text]
         r = subprocess.run(cmd, capture_output=True, timeout=60)
-        if r.returncode != 0 or (not pho and (not out.exists() or out.stat().st_size <= 44)):
+        if r.returncode != 0 or (not (pho or sp.foreign) and (not out.exists() or out.stat().st_size <= 44)):
             raise VoiceUnavailable(f"espeak-ng -v {sp.spec}: {r.stderr.decode(errors='replace')[:200]}")
         if pho:
             rows = [line.split() for line in r.stdout.decode().splitlines() if line.strip() and line[0] != ";"]
             return [(row[0], float(row[1]) / 1000) for row in rows if len(row) >= 2]
+        if sp.foreign:
+            return diphones.speak(sp.foreign[0], r.stdout.decode().splitlines(), sp.foreign[1])
         wav = read_wav(out)
         return wav.samples, wav.sample_rate
 
@@ -339,7 +351,7 @@ def plan(split: str, count: int, seed: int, kokoro_share: float,
         raise ValueError(f"extra voices {extra!r}: expected one of {tuple(EXTRA_VOICES)}")
     rng = np.random.default_rng((seed, SPLITS.index(split), int(none_share * 100)))
     jobs = []
-    mbrola_share = 1.0 if extra == "natural" else 0.55
+    mbrola_share = 1.0 if extra in ("natural", "diphones") else 0.55
     for i in range(count):
         r = rng.random()
         if r < none_share:
