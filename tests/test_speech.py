@@ -93,6 +93,8 @@ def test_the_cached_plans_draw_as_they_did():
     import hashlib
 
     def digest(jobs):
-        return hashlib.sha256(repr([(sp, segs) for _, sp, segs in jobs]).encode()).hexdigest()[:16]
+        # Speaker.foreign came later (diphones.py); absent, it is left out so the old digests still hold
+        text = repr([(sp, segs) for _, sp, segs in jobs]).replace(", foreign=None)", ")")
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
     assert digest(speech.plan("train", 8000, 0, 0.15)) == "91ed77c8f62b46ab"
     assert digest(speech.plan("train", 2000, 1, 0.3, extra="wide")) == "3e3d9e47ddb9174e"
