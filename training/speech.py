@@ -83,6 +83,16 @@ EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800), "diphones": (0.0, 0)
 FOREIGN_SHARE = 0.8  # of the "diphones" utterances
 
 
+# Praat "Change gender" ranges (formant ratio, pitch median Hz) of a new pseudo-speaker: training's, and
+# the wider ones of the "wide" extra voices.
+SHIFT_RANGES = {"train": ((0.85, 1.2), (90, 260)), "wide": ((0.8, 1.25), (80, 300))}
+
+
+def _pseudo_speaker(rng: np.random.Generator, kind: str) -> tuple[float, float]:
+    (f_lo, f_hi), (p_lo, p_hi) = SHIFT_RANGES[kind]
+    return float(rng.uniform(f_lo, f_hi)), float(rng.uniform(p_lo, p_hi))
+
+
 def draw_speaker(rng: np.random.Generator, split: str, engine: str, extra: str = "") -> Speaker:
     """A voice of `split`; `extra` (training only) is one of `EXTRA_VOICES`."""
     speed = float(rng.uniform(0.8, 1.3))
@@ -106,16 +116,16 @@ def draw_speaker(rng: np.random.Generator, split: str, engine: str, extra: str =
         return Speaker(f"kokoro:{spec}", "kokoro", spec, speed, 50)
     if engine == "mbrola" and split == "train" and extra == "diphones" and rng.random() < FOREIGN_SHARE:
         name = str(rng.choice(diphones.VOICES))
-        shift = (float(rng.uniform(0.85, 1.2)), float(rng.uniform(90, 260))) if rng.random() < 0.3 else None
+        shift = _pseudo_speaker(rng, "train") if rng.random() < 0.3 else None
         return Speaker(f"mbrola:{name}", engine, "mb-fr1", speed, int(rng.integers(25, 80)), shift,
                        (name, diphones.pitch_ratio(name, rng)))
     name = rng.choice(MBROLA[split] if engine == "mbrola" else ESPEAK[split])
     spec = f"mb-{name}" if engine == "mbrola" else ("fr" + (f"+{name}" if name else ""))
     shift = None
     if wide and rng.random() < 0.8:
-        shift = (float(rng.uniform(0.8, 1.25)), float(rng.uniform(80, 300)))
+        shift = _pseudo_speaker(rng, "wide")
     elif split == "train" and rng.random() < (0.7 if extra == "natural" else 0.3):  # a new pseudo-speaker
-        shift = (float(rng.uniform(0.85, 1.2)), float(rng.uniform(90, 260)))
+        shift = _pseudo_speaker(rng, "train")
     vid = f"mbrola:{name}" if engine == "mbrola" else f"espeak:{spec}"
     return Speaker(vid, engine, spec, speed, int(rng.integers(25, 80)), shift)
 
