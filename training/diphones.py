@@ -63,7 +63,7 @@ def _says(name: str, *phonemes: str) -> bool:
         return r.returncode == 0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def renaming(name: str) -> dict[str, str]:
     """fr1's phoneme → the first stand-in the voice can say between two open vowels (some languages
     never start a word with r or n, so a pause before it proves nothing)."""
