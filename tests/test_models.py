@@ -1,5 +1,5 @@
 """The DS-CNN's last pooling (training/models.py): what the max-over-time variant computes, and that it
-exports to ONNX as it runs in Keras."""
+exports to ONNX as it runs in Keras; the PCEN front end (training/pcen.py)."""
 
 import numpy as np
 import pytest
@@ -54,3 +54,51 @@ def test_pool_is_checked():
         models.ds_cnn((96, 40), 14, width=8, pool="max", streamable=True, conv0_kernel=(8, 4))
     with pytest.raises(ValueError, match="'avg' or 'max'"):
         models.ds_cnn((96, 40), 14, width=8, pool="attention")
+
+
+def test_pcen_smoother_is_the_recursion_started_from_the_window_mean():
+    from training.pcen import smoother
+
+    rng = np.random.default_rng(3)
+    e = rng.uniform(0, 5, 96)
+    m, expected = e.mean(), []
+    for v in e:
+        m = 0.96 * m + 0.04 * v
+        expected.append(m)
+    w = smoother(96, 0.04)
+    np.testing.assert_allclose(w @ e, expected, rtol=1e-5)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_pcen_divides_out_a_level_change_and_keeps_a_steady_band_flat():
+    from training.pcen import PCEN
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(-40, 12, (3, 96, 40, 1)).astype(np.float32)
+    gainless = PCEN(alpha=1.0)
+    np.testing.assert_allclose(np.asarray(gainless(x + 20.0)), np.asarray(gainless(x)), rtol=1e-3, atol=1e-4)
+    steady = np.asarray(PCEN()(np.full((1, 96, 40, 1), -30.0, np.float32)))
+    assert np.ptp(steady) < 1e-4
+
+
+def test_pcen_model_exports_to_onnx_and_reloads_as_it_runs_in_keras(tmp_path):
+    pytest.importorskip("tf2onnx")
+    import keras
+
+    from training import export
+    from triage.features import FeatureParams
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(-40, 15, (8, 96, 40)).astype(np.float32)
+    m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, pool="max", frontend="pcen")
+    path = tmp_path / "m.onnx"
+    export.to_onnx(m, FeatureParams(), path)
+    assert export.keras_onnx_max_delta(m, path, x) < 1e-5
+    m.save(tmp_path / "m.keras")
+    again = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(again.predict(x[..., None], verbose=0), m.predict(x[..., None], verbose=0), atol=1e-6)
+
+
+def test_frontend_is_checked():
+    with pytest.raises(ValueError, match="'logmel' or 'pcen'"):
+        models.ds_cnn((96, 40), 14, width=8, frontend="mfcc")

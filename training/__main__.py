@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pool", choices=("avg", "max"), default="avg",
                     help="the DS-CNN's last pooling: avg over time and mel (shipped), or max over time of the mel "
                          "average (training/models.py)")
+    ap.add_argument("--frontend", choices=("logmel", "pcen"), default="logmel",
+                    help="the DS-CNN's first layer: the log-mel as it is (shipped), or per-channel energy "
+                         "normalization trained with the network (training/pcen.py)")
     ap.add_argument("--spec-augment", action="store_true",
                     help="augment the mining rounds' batches on the log-mel: vocal-tract warp and SpecAugment masks "
                          "(training/specaugment.py)")
@@ -114,8 +117,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.pool == "max" and args.streamable:
         ap.error("--pool max cannot be --streamable: the step model averages the output positions")
+    if args.frontend == "pcen" and args.streamable:
+        ap.error("--frontend pcen cannot be --streamable: its smoother starts from each window's mean level")
 
     import keras
+
+    if args.frontend == "pcen":
+        from training import pcen  # noqa: F401  (registers the layer, so that cached stages load)
 
     from training import export
 
@@ -207,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         step = refit.pop("step", step)
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}"
-                        f"{', max over time' if args.pool == 'max' else ''}), "
+                        f"{', max over time' if args.pool == 'max' else ''}"
+                        f"{', PCEN front end' if args.frontend == 'pcen' else ''}), "
                         "transferred from an 8-word English base" + (
                             "; last layer refitted class-balanced on the running-speech windows" if refit else "")
                         + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else ""),
@@ -252,7 +261,7 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
         base = models.seed_cnn(shape, n_base, norm_data=base_tr["x"][:4000])
     else:
         base = models.ds_cnn(shape, n_base, norm_data=base_tr["x"][:4000], width=args.width, blocks=args.ds_blocks,
-                             pool=args.pool, **STREAMABLE if args.streamable else {})
+                             pool=args.pool, frontend=args.frontend, **STREAMABLE if args.streamable else {})
     seconds = {"base8": round(fit(base, base_tr["x"], base_tr["y"], args.base_epochs, 1e-3, f"{arch} base8"))}
     base_acc = float((base.predict(base_ev["x"][..., None].astype(np.float32), verbose=0).argmax(1)
                       == base_ev["y"]).mean())
@@ -356,7 +365,7 @@ def _cache_name(arch: str, args) -> str:
     if arch != "ds_cnn":
         return arch
     return (f"ds_cnn-w{args.width}-b{args.ds_blocks}{'-streamable' if args.streamable else ''}"
-            f"{'-maxpool' if args.pool == 'max' else ''}")
+            f"{'-maxpool' if args.pool == 'max' else ''}{'-pcen' if args.frontend == 'pcen' else ''}")
 
 
 def _provenance(lang: str) -> dict:

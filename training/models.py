@@ -53,7 +53,7 @@ DS_BLOCKS = "2x2,1x1,2x1,1x1,1x1"  # (time x mel) stride of each depthwise-separ
 
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
            blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4),
-           streamable: bool = False, pool: str = "avg"):
+           streamable: bool = False, pool: str = "avg", frontend: str = "logmel"):
     """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for about 12 M multiply-adds
     per window (width 96, default blocks) so that one core scores hundreds of live calls. No Resizing: it
     keeps the full time resolution. Its body ends in global average pooling, so the keyword may sit
@@ -75,14 +75,26 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
     (v5.1, v6); "max" averages over mel and keeps each channel's largest value over time, so a short
     keyword heard by a few of the 12 time positions is not diluted by the others (*vol* and *gaz*
     fill a third of the window or less). Measured in session 13, it found short words no more often
-    and longer ones less often (training/README.md), so "avg" stays the recipe."""
+    and longer ones less often (training/README.md), so "avg" stays the recipe.
+
+    `frontend` "pcen" puts per-channel energy normalization, trained with the network, between the log-mel
+    input and the normalization (training/pcen.py); "logmel" (shipped) feeds the log-mel as it is."""
     import keras
     from keras import layers
 
+    x = inp = keras.Input(shape=(*input_shape, 1), name="logmel")
+    if frontend == "pcen":
+        from training.pcen import PCEN
+
+        front = PCEN(name="pcen")
+        x = front(x)
+        if norm_data is not None:
+            norm_data = np.asarray(front(norm_data[..., None].astype(np.float32)))[..., 0]
+    elif frontend != "logmel":
+        raise ValueError(f"frontend must be 'logmel' or 'pcen', not {frontend!r}")
     norm = layers.Normalization(name="norm")
     if norm_data is not None:
         norm.adapt(norm_data[..., None].astype(np.float32))
-    x = inp = keras.Input(shape=(*input_shape, 1), name="logmel")
     x = norm(x)
     if input_pool:
         x = layers.AveragePooling2D(input_pool, padding="same", name="input_pool")(x)
