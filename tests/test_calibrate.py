@@ -163,7 +163,7 @@ def test_held_out_calls_are_remade_when_what_they_are_made_of_changes(tmp_path, 
 
     monkeypatch.setattr(calibrate.speech, "build", build)
     monkeypatch.setattr(calibrate.speech, "load", lambda paths: [SimpleNamespace(words=["vol"])] * 4)
-    monkeypatch.setattr(calibrate, "_banks", lambda data, held_out: None)
+    monkeypatch.setattr(calibrate, "call_banks", lambda data, held_out: None)
     monkeypatch.setattr(calibrate, "speech_calls", speech_calls)
     monkeypatch.setattr(calibrate, "free_streams", lambda *a, **kw: [])
     monkeypatch.setattr(calibrate, "prompt_streams", lambda *a, **kw: [])

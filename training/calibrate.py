@@ -57,7 +57,8 @@ class Stream:
         return self.duration - sum(w.end - w.start for w in (self.label.keywords if self.label else ()))
 
 
-def _banks(data: Path, held_out: bool) -> Banks:
+def call_banks(data: Path, held_out: bool) -> Banks:
+    """The noise, babble and rooms of the simulated calls: the held-out half for dev and test calls."""
     rirs = make_rirs(data / "rirs.npz")
     return Banks(speech=_split(synth.load_real(data, "prompts_fr"), held_out),
                  music=_split(synth.load_real(data, "noise"), held_out), rirs=rirs[36:] if held_out else rirs[:36])
@@ -112,7 +113,7 @@ def _material(data: Path, split: str, workers: int) -> tuple[Path, list[tuple[st
     free_paths = speech.build(data, split, SENTENCES_WITHOUT, kokoro_share=0.05, none_share=1.0, kokoro_cap=50,
                               workers=workers)
     free = speech.load(free_paths)
-    banks = _banks(data, held_out)
+    banks = call_banks(data, held_out)
     # The calls are remade whenever what they are made of changes (sentence counts, caps, seed), not only
     # when they are missing: stale calls would be measured as if they were the new material.
     recipe = {"speech": [p.name for p in with_kw], "free": [p.name for p in free_paths], "seed": 31 + held_out}

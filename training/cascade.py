@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import speech
-from training.calibrate import ROOT, Stream, _banks, curves, free_streams, material, raw_streams
+from training.calibrate import ROOT, Stream, call_banks, curves, free_streams, material, raw_streams
 from training.calls import speech_calls
 from triage.audio import read_wav_16k
 from triage.keywords import CLASSES, KEYWORDS
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
 
     utts = speech.load(sorted((args.data / "speech").glob("train-8000-*.npz")))
     with_kw, free = [u for u in utts if u.words], [u for u in utts if not u.words]
-    banks, train_dir = _banks(args.data, False), args.data / "calls" / "train-cascade"
+    banks, train_dir = call_banks(args.data, False), args.data / "calls" / "train-cascade"
     if not (train_dir / "labels.jsonl").exists():
         speech_calls(with_kw[: args.train_calls], free[:500], banks, train_dir, seed=77)
     train_neg = free_streams(free[500:], banks, seed=78)

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import speech
-from training.calibrate import ROOT, Stream, _banks, choose, counts, free_streams, material, raw_streams, smoothed
+from training.calibrate import ROOT, Stream, call_banks, choose, counts, free_streams, material, raw_streams, smoothed
 from training.calls import speech_calls
 from training.cascade import EMB_FRAMES, MEL_HOP, RATE, SpeechEmbedding
 from triage.audio import read_wav_16k
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     utts = speech.load(sorted((args.data / "speech").glob("train-8000-*.npz")))
     with_kw, free = [u for u in utts if u.words], [u for u in utts if not u.words]
-    banks, train_dir = _banks(args.data, False), args.data / "calls" / "train-embedding"
+    banks, train_dir = call_banks(args.data, False), args.data / "calls" / "train-embedding"
     if not (train_dir / "labels.jsonl").exists():
         speech_calls(with_kw, free[:500], banks, train_dir, seed=77)
     train_neg = free_streams(free[500:], banks, seed=78)

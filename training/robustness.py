@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from training import speech
 from training.augment import telephone
-from training.calibrate import _banks
+from training.calibrate import call_banks
 from training.calls import degrade
 from triage.model import KeywordModel
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     model = KeywordModel(args.model)
     snrs = [None if s == "clean" else float(s) for s in args.snr.split(",")]
     utts = [u for u in speech.load(paths) if u.words]
-    banks = _banks(args.data, held_out=True)
+    banks = call_banks(args.data, held_out=True)
     rows = []
     for engine in tqdm(("mbrola", "kokoro", "espeak"), desc="engines", unit="engine"):
         chosen = [u for u in utts if u.speaker.startswith(engine + ":")][: args.per_engine]
