@@ -122,9 +122,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import keras
 
-    if args.frontend == "pcen":
-        from training import pcen  # noqa: F401  (registers the layer, so that cached stages load)
-
     from training import export
 
     keras.utils.set_random_seed(0)
@@ -248,13 +245,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     """The English 8-word base model of an architecture (cached: it does not depend on the French data)."""
-    import keras
 
     done = cache / "base.json"
     if done.exists() and (cache / "base.keras").exists() and not args.retrain:
         r = json.loads(done.read_text())
         log(f"{arch}: base model found in {cache}")
-        return keras.saving.load_model(cache / "base.keras"), r["base_acc"], r["seconds"]
+        return models.load(cache / "base.keras"), r["base_acc"], r["seconds"]
     n_base = len(corpus.BASE_WORDS)
     log(f"stage 3 ({arch}): base 8-word model")
     if arch == "seed":
@@ -273,15 +269,14 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
 
 def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
     """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
-    import keras
 
     cache.mkdir(parents=True, exist_ok=True)
     done = cache / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
     if done.exists() and not args.retrain:
         r = json.loads(done.read_text())
         log(f"{arch}: trained models found in {cache}")
-        return {**r, "base": keras.saving.load_model(cache / "base.keras"),
-                "kws": keras.saving.load_model(cache / "kws.keras")}
+        return {**r, "base": models.load(cache / "base.keras"),
+                "kws": models.load(cache / "kws.keras")}
     base, base_acc, seconds = train_base(arch, args, shape, base_tr, base_ev, cache)
 
     log(f"stage 4 ({arch}): transfer to 14 classes")
@@ -308,7 +303,7 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
     done.write_text(json.dumps(r))
     # Transfer shares the base's layers, so `base` now holds fine-tuned weights: the base model itself
     # is the copy saved right after its own training.
-    return {**r, "base": keras.saving.load_model(cache / "base.keras"), "kws": kws}
+    return {**r, "base": models.load(cache / "base.keras"), "kws": kws}
 
 
 def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cache: Path, tag: str = "") -> dict:
@@ -318,7 +313,6 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     room, noise and line it has not seen yet, and the keyword-free windows it now takes for a keyword
     are mined from that same pass. So rounds are both fresh-augmentation epochs and mining rounds.
     """
-    import keras
 
     from training import mining
 
@@ -330,7 +324,7 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     if path.exists() and info_path.exists() and not args.retrain:
         log(f"mining round {rnd}: found in {cache}")
         info = json.loads(info_path.read_text())
-        return {**ds, "kws": keras.saving.load_model(path), "ft": info.pop("ft"),
+        return {**ds, "kws": models.load(path), "ft": info.pop("ft"),
                 "mining": ds.get("mining", []) + [info]}
     t = time.time()
     x, y = windows.build(utts, banks, params, seed=100 + rnd, passes=1, unknown_per_utt=10**6,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training import dataset, export, speech, windows
+from training import dataset, export, models, speech, windows
 from training.__main__ import _provenance, cached, log
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     params = FeatureParams()
     teacher = KeywordModel(args.teacher, threads=args.workers)
-    student = keras.saving.load_model(args.student, compile=False)
+    student = models.load(args.student, compile=False)
     utts = speech.load(speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                     workers=args.workers))
     banks = dataset.load_pools(args.data, "fr", held_out=False).banks

@@ -29,6 +29,15 @@ def seed_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray
     ], name="seed_cnn")
 
 
+def load(path, compile: bool = True):
+    """A network saved by training, whatever its front end: the PCEN layer is registered before Keras reads it."""
+    import keras
+
+    from training import pcen  # noqa: F401  (registers the layer under its serialized name)
+
+    return keras.saving.load_model(path, compile=compile)
+
+
 def transfer(base, n_classes: int):
     """The base model's body with a new head; the body starts frozen (head-only training)."""
     import keras

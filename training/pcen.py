@@ -13,7 +13,7 @@ line (training/README.md); this layer is the front end the issue names for that.
 It works inside the model, from the log-mel windows the manifest already describes: serving, the cached
 training windows and the ensembles stay as they are. A window carries no state from the one before, so
 the smoother starts from the window's own mean level and then follows the frames causally (a fixed
-matrix product over time, which ONNX runs as one MatMul).
+matrix product over time: one einsum in the graph).
 """
 
 from __future__ import annotations
