@@ -245,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     """The English 8-word base model of an architecture (cached: it does not depend on the French data)."""
-
     done = cache / "base.json"
     if done.exists() and (cache / "base.keras").exists() and not args.retrain:
         r = json.loads(done.read_text())
@@ -269,7 +268,6 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
 
 def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
     """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
-
     cache.mkdir(parents=True, exist_ok=True)
     done = cache / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
     if done.exists() and not args.retrain:
@@ -313,7 +311,6 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     room, noise and line it has not seen yet, and the keyword-free windows it now takes for a keyword
     are mined from that same pass. So rounds are both fresh-augmentation epochs and mining rounds.
     """
-
     from training import mining
 
     voices = {"voices": f"training and extra ({tag.lstrip('-')}) voices"} if tag else {}
