@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -17,12 +18,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from triage.features import FeatureParams, LogMel, LogMelStream  # noqa: E402
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python bench/features.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=500, help="timed repeats; the median is printed (default 500)")
+    repeats = ap.parse_args(argv).repeats
     p = FeatureParams()
     x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
     lm = LogMel(p)
     whole, stream = [], []
-    for _ in range(500):
+    for _ in range(repeats):
         t = time.perf_counter()
         lm.frames(x)
         whole.append(time.perf_counter() - t)

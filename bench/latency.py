@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -17,12 +18,18 @@ from triage.model import KeywordModel  # noqa: E402
 from triage.replay import load_labels, replay_samples, score  # noqa: E402
 
 
-def main() -> int:
-    calls = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "data" / "calls" / "test"
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python bench/latency.py", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("calls", type=Path, nargs="?", default=ROOT / "data" / "calls" / "test",
+                    help="a folder of calls with labels.jsonl (default: data/calls/test)")
+    ap.add_argument("--model", type=Path, default=None, help="the keyword model (default: the shipped one)")
+    args = ap.parse_args(argv)
+    calls = args.calls
     if not (calls / "labels.jsonl").exists():
         print(f"no {calls / 'labels.jsonl'}: make it with `python -m training.calibrate`", file=sys.stderr)
         return 2
-    model = KeywordModel()
+    model = KeywordModel(args.model) if args.model else KeywordModel()
     labels = load_labels(calls / "labels.jsonl")
     results = [replay_samples(model, read_wav_16k(calls / f), f) for f in labels]
     m = score(results, labels)

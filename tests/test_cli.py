@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,23 @@ def test_missing_model_is_a_clear_error(clips, tmp_path):
 def test_every_command_has_help(cmd):
     r = run(*cmd.split(), "--help")
     assert r.returncode == 0 and "usage: triage " + cmd in r.stdout
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = sorted(p for d in ("training", "bench") for p in (ROOT / d).glob("*.py")
+                 if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_training_and_bench_script_answers_help_without_working(script, tmp_path):
+    # a script that ignores its arguments would start hours of training, or rewrite the model card, here
+    if script.parent.name == "training":
+        pytest.importorskip("keras")
+        cmd = [sys.executable, "-m", "training" if script.stem == "__main__" else f"training.{script.stem}"]
+    else:
+        cmd = [sys.executable, str(script)]
+    r = subprocess.run([*cmd, "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.startswith("usage: "), r.stderr[-2000:]
 
 
 def test_the_scoring_interval_reaches_the_server_and_bad_ones_are_refused():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -79,7 +80,11 @@ def member_lines(members: list[dict], depth: int = 0, number: str = "", weight: 
     return lines
 
 
-def main(models: Path = ROOT / "models") -> int:
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__)
+    ap.add_argument("--models", type=Path, default=ROOT / "models",
+                    help="the folder holding kws12.onnx, its manifest and evaluation files (default: models/)")
+    models = ap.parse_args(argv).models
     manifest = json.loads((models / "kws12.json").read_text(encoding="utf-8"))
     evals = json.loads((models / "kws12_eval.json").read_text(encoding="utf-8"))
     base8 = json.loads((models / "base8.json").read_text(encoding="utf-8"))
