@@ -178,3 +178,20 @@ def test_a_network_whose_classes_are_in_another_order_is_not_made_a_gate(tmp_pat
     with pytest.raises(ValueError, match="are not"):
         from_network(other / path.name, model, tmp_path / "mass_gate.onnx")
     assert not (tmp_path / "mass_gate.onnx").exists()
+
+
+def test_a_trained_gate_measured_again_keeps_the_provenance_its_manifest_gave_it(tmp_path):
+    import hashlib
+    import json
+
+    from training.gate import trained_gate_origin
+
+    gate = tmp_path / "kws12_gate.onnx"
+    gate.write_bytes(b"a gate network")
+    sha = hashlib.sha256(gate.read_bytes()).hexdigest()
+    (tmp_path / "kws12_eval.json").write_text("[1, 2]", encoding="utf-8")  # not a manifest: passed over
+    (tmp_path / "old.json").write_text(json.dumps({"gate": {"sha256": "0" * 64, "method": "another gate"}}))
+    assert trained_gate_origin(gate) == f"the gate network kws12_gate.onnx (sha256 {sha[:12]})"
+    (tmp_path / "kws12.json").write_text(json.dumps({"gate": {
+        "sha256": sha, "method": "distilled from v7; threshold: the highest below the first that loses"}}))
+    assert trained_gate_origin(gate) == "distilled from v7"

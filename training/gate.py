@@ -114,6 +114,20 @@ def from_network(network: Path, model: KeywordModel, out: Path) -> None:
     onnx.save(m, str(out))
 
 
+def trained_gate_origin(gate: Path) -> str:
+    """What a trained gate is, as the manifest that shipped it beside it says (its method before the threshold
+    rule), so that measuring it again for another model keeps its provenance."""
+    sha = hashlib.sha256(gate.read_bytes()).hexdigest()
+    for path in sorted(gate.parent.glob("*.json")):
+        try:
+            shipped = json.loads(path.read_text(encoding="utf-8")).get("gate") or {}
+        except (OSError, ValueError, AttributeError):
+            continue
+        if shipped.get("sha256") == sha and "method" in shipped:
+            return shipped["method"].split("; threshold:")[0]
+    return f"the gate network {gate.name} (sha256 {sha[:12]})"
+
+
 def scored_streams(model: KeywordModel, calls_dir: Path, negatives) -> tuple[list[Stream], list[np.ndarray]]:
     """Every window of the material scored by the full model (posteriors) and by the gate (scores)."""
     labels = load_labels(calls_dir / "labels.jsonl")
@@ -188,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     method = (f"a width-{args.width} depthwise-separable CNN on 2x2-pooled log-mel, distilled from this model's "
               "keyword probability mass on its training windows")
     if args.gate:
+        method = trained_gate_origin(args.gate)
         if args.gate.resolve() != gate_path.resolve():
             shutil.copy2(args.gate, gate_path)
     elif args.from_network:
