@@ -109,3 +109,14 @@ def test_pcen_model_exports_to_onnx_and_reloads_as_it_runs_in_keras(tmp_path):
 def test_frontend_is_checked():
     with pytest.raises(ValueError, match="'logmel' or 'pcen'"):
         models.ds_cnn((96, 40), 14, width=8, frontend="mfcc")
+
+
+def test_a_distilled_students_card_names_its_start_size_and_front_end(tmp_path):
+    from training.distill import described
+
+    x = np.random.default_rng(6).normal(-40, 15, (4, 96, 40)).astype(np.float32)
+    for frontend in ("logmel", "pcen"):
+        m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, frontend=frontend)
+        said = described(m, tmp_path / "student.keras")
+        assert said == (f"the network of student.keras ({m.count_params():,} parameters, "
+                        f"{'PCEN' if frontend == 'pcen' else 'log-mel'} front end)")

@@ -89,6 +89,20 @@ def epoch_windows(y: np.ndarray, teacher_p: np.ndarray, keyword_free: int, rng: 
                                    rng.choice(easy, size=min(len(easy), keyword_free), replace=False)]))
 
 
+def described(student, start: Path) -> str:
+    """The student as its model card names it: where it started, its size and its front end (the Keras
+    model's own name, "kws_transfer", says neither)."""
+    from training.pcen import PCEN
+
+    def layers(model):
+        for layer in getattr(model, "layers", ()):
+            yield layer
+            yield from layers(layer)
+
+    frontend = "PCEN" if any(isinstance(layer, PCEN) for layer in layers(student)) else "log-mel"
+    return f"the network of {start.name} ({student.count_params():,} parameters, {frontend} front end)"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.distill", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -157,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     student.save(args.models / "student.keras")  # where a later run can go on (--student)
     export.to_onnx(student, params, onnx_path)
     metrics = {
-        "architecture": f"{student.name}, distilled from {teacher.version} (training/distill.py)",
+        "architecture": f"{described(student, args.student)}, distilled from {teacher.version} (training/distill.py)",
         "distillation": {"teacher": teacher.version, "student_start": str(args.student),
                          "temperature": args.temperature, "hard_weight": args.hard_weight, "epochs": history},
         "train_seconds": round(time.time() - t0),
