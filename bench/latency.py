@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (calls / "labels.jsonl").exists():
         print(f"no {calls / 'labels.jsonl'}: make it with `python -m training.calibrate`", file=sys.stderr)
         return 2
-    model = KeywordModel(args.model) if args.model else KeywordModel()
+    model = KeywordModel(args.model)
     labels = load_labels(calls / "labels.jsonl")
     results = [replay_samples(model, read_wav_16k(calls / f), f) for f in labels]
     m = score(results, labels)
