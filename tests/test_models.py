@@ -116,7 +116,8 @@ def test_a_distilled_students_card_names_its_start_size_and_front_end(tmp_path):
 
     x = np.random.default_rng(6).normal(-40, 15, (4, 96, 40)).astype(np.float32)
     for frontend in ("logmel", "pcen"):
-        m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, frontend=frontend)
+        # transferred, as every student is: the front end sits inside the nested body
+        m, _ = models.transfer_all(models.ds_cnn((96, 40), 8, norm_data=x, width=8, frontend=frontend), 14)
         said = described(m, tmp_path / "student.keras")
         assert said == (f"the network of student.keras ({m.count_params():,} parameters, "
                         f"{'PCEN' if frontend == 'pcen' else 'log-mel'} front end)")

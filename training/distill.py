@@ -94,12 +94,7 @@ def described(student, start: Path) -> str:
     model's own name, "kws_transfer", says neither)."""
     from training.pcen import PCEN
 
-    def layers(model):
-        for layer in getattr(model, "layers", ()):
-            yield layer
-            yield from layers(layer)
-
-    frontend = "PCEN" if any(isinstance(layer, PCEN) for layer in layers(student)) else "log-mel"
+    frontend = "PCEN" if any(isinstance(layer, PCEN) for layer in models.flat_layers(student)) else "log-mel"
     return f"the network of {start.name} ({student.count_params():,} parameters, {frontend} front end)"
 
 

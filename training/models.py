@@ -60,6 +60,17 @@ def unfreeze_upper(body, names: tuple[str, ...] = ("conv2", "dense")) -> None:
 DS_BLOCKS = "2x2,1x1,2x1,1x1,1x1"  # (time x mel) stride of each depthwise-separable block
 
 
+def flat_layers(model):
+    """The model's layers in order, those of nested models (a transferred body) in their place."""
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from flat_layers(layer)
+        else:
+            yield layer
+
+
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
            blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4),
            streamable: bool = False, pool: str = "avg", frontend: str = "logmel"):

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from training.models import flat_layers
+
 
 @dataclass(frozen=True)
 class State:
@@ -32,7 +34,7 @@ def step_model(model, hop: int):
     inputs, outputs, states = [frames], [], []
     x = frames
     pending_pad = None
-    for layer in _flat(model):
+    for layer in flat_layers(model):
         if isinstance(layer, layers.InputLayer):
             continue
         if isinstance(layer, layers.ZeroPadding2D):
@@ -57,17 +59,6 @@ def step_model(model, hop: int):
             x, pending_pad = pending_pad(x), None
         x = layer(x)
     return keras.Model(inputs, [x, *outputs], name="ds_cnn_step"), states
-
-
-def _flat(model):
-    """The model's layers in order, those of nested models (a transferred body) in their place."""
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _flat(layer)
-        else:
-            yield layer
 
 
 def _time_kernel(layer) -> tuple[int, int]:
