@@ -191,6 +191,7 @@ def test_a_trained_gate_measured_again_keeps_the_provenance_its_manifest_gave_it
     sha = hashlib.sha256(gate.read_bytes()).hexdigest()
     (tmp_path / "kws12_eval.json").write_text("[1, 2]", encoding="utf-8")  # not a manifest: passed over
     (tmp_path / "old.json").write_text(json.dumps({"gate": {"sha256": "0" * 64, "method": "another gate"}}))
+    (tmp_path / "odd.json").write_text(json.dumps({"gate": ["a list"]}))
     assert trained_gate_origin(gate) == f"the gate network kws12_gate.onnx (sha256 {sha[:12]})"
     (tmp_path / "kws12.json").write_text(json.dumps({"gate": {
         "sha256": sha, "method": "distilled from v7; threshold: the highest below the first that loses"}}))

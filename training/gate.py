@@ -42,6 +42,7 @@ from triage.spotter import call_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 TAUS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+THRESHOLD_RULE = "; threshold:"  # what a manifest's gate method says after what the gate is
 
 
 def log(msg: str) -> None:
@@ -120,11 +121,12 @@ def trained_gate_origin(gate: Path) -> str:
     sha = hashlib.sha256(gate.read_bytes()).hexdigest()
     for path in sorted(gate.parent.glob("*.json")):
         try:
-            shipped = json.loads(path.read_text(encoding="utf-8")).get("gate") or {}
-        except (OSError, ValueError, AttributeError):
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             continue
-        if shipped.get("sha256") == sha and "method" in shipped:
-            return shipped["method"].split("; threshold:")[0]
+        shipped = manifest.get("gate") if isinstance(manifest, dict) else None
+        if isinstance(shipped, dict) and shipped.get("sha256") == sha and isinstance(shipped.get("method"), str):
+            return shipped["method"].split(THRESHOLD_RULE)[0]
     return f"the gate network {gate.name} (sha256 {sha[:12]})"
 
 
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     manifest["gate"] = {
         "file": gate_path.name, "threshold": tau,
         "sha256": hashlib.sha256(gate_path.read_bytes()).hexdigest(),
-        "method": f"{method}; threshold: the highest below the first that loses more than "
+        "method": f"{method}{THRESHOLD_RULE} the highest below the first that loses more than "
                   f"{100 * args.max_loss:.1f} % of this model's dev detections or adds a dev false alarm",
         "dev": dev_rows, "test": test_rows, "seconds": round(time.time() - t0)}
     mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
