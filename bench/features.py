@@ -23,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=500, help="timed repeats; the median is printed (default 500)")
     repeats = ap.parse_args(argv).repeats
+    if repeats < 1:
+        ap.error(f"--repeats must be at least 1, got {repeats}")
     p = FeatureParams()
     x = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
     lm = LogMel(p)
