@@ -106,6 +106,20 @@ def test_resampler_keeps_a_tone_in_place(rate):
     assert np.abs(y[300:-300] - np.sin(2 * np.pi * 440 * tt[300:-300])).max() < 1e-3
 
 
+@pytest.mark.parametrize("tone", [300, 1000, 2000, 3000, 3400])
+def test_phone_line_upsampling_keeps_the_feature_band(tone):
+    # 8 -> 16 kHz is libsoxr's quickest quality (it holds back 4 samples, not 64 ms): the phone band may
+    # droop (2.5 dB at 3.4 kHz) but nothing may appear below the features' 4 kHz but the tone itself.
+    t = np.arange(8000) / 8000
+    y = resample(np.sin(2 * np.pi * tone * t).astype(np.float32), 8000)
+    gain_db = 20 * np.log10(np.sqrt(2 * np.mean(y[300:-300] ** 2)))
+    assert -3.0 < gain_db < 0.1
+    seg = y[2000:-2000]
+    spectrum = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    freq = np.fft.rfftfreq(len(seg), 1 / 16000)
+    assert spectrum[(freq < 4000) & (np.abs(freq - tone) > 50)].max() < spectrum.max() * 1e-4
+
+
 def test_resampler_removes_what_16k_cannot_carry():
     rate = 48000
     t = np.arange(rate) / rate

@@ -114,6 +114,19 @@ def encode(samples: np.ndarray, encoding: str) -> bytes:
 
 # --- streaming resampler -----------------------------------------------------------------------
 
+def soxr_quality(in_rate: int, out_rate: int) -> str:
+    """libsoxr's quality for one conversion; the stream, the one-shot `resample` and training's phone
+    line (which upsamples through `resample`) all take it from here, so features never differ between them.
+
+    Upsampling (a phone line's 8 kHz to 16 kHz) is "QQ": libsoxr's HQ stream holds back 64 ms of output
+    on average when fed 20 ms chunks, QQ 4 samples, which took 35–70 ms off the live p95 detection latency
+    at 100 calls (BENCHMARKS.md, session 21). QQ droops 2.5 dB at 3.4 kHz and leaves images above 4 kHz,
+    where a phone line carries nothing and the features stop (fmax 4 kHz). Downsampling stays "HQ": its
+    stop band is what keeps what 16 kHz cannot carry from folding into the speech band.
+    """
+    return "QQ" if out_rate > in_rate else "HQ"
+
+
 class StreamResampler:
     """Streaming sample-rate conversion by libsoxr (python-soxr), keeping its state across chunks.
 
@@ -126,7 +139,7 @@ class StreamResampler:
             raise AudioError(f"sample rates must be positive, got {in_rate} → {out_rate}")
         self.in_rate, self.out_rate = in_rate, out_rate
         self._stream = None if in_rate == out_rate else soxr.ResampleStream(
-            in_rate, out_rate, 1, dtype="float32", quality="HQ")
+            in_rate, out_rate, 1, dtype="float32", quality=soxr_quality(in_rate, out_rate))
 
     def feed(self, samples: np.ndarray) -> np.ndarray:
         samples = np.ascontiguousarray(samples, dtype=np.float32)
@@ -146,7 +159,7 @@ def resample(samples: np.ndarray, in_rate: int, out_rate: int = TARGET_RATE) -> 
         return samples.copy()
     if in_rate <= 0 or out_rate <= 0:
         raise AudioError(f"sample rates must be positive, got {in_rate} → {out_rate}")
-    return soxr.resample(samples, in_rate, out_rate, quality="HQ")
+    return soxr.resample(samples, in_rate, out_rate, quality=soxr_quality(in_rate, out_rate))
 
 
 # --- audio files -------------------------------------------------------------------------------
