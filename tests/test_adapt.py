@@ -108,7 +108,7 @@ def test_thresholds_move_from_the_shipped_ones_only_as_far_as_the_calls_ask():
     shipped = {k: 0.97 for k in classes if k in adapt.KEYWORD_SERVICE}
 
     def vol(calls, shipped_vol=0.97):
-        return adapt.calibrate(calls, classes, 1, 1.0, 1.0, {**shipped, "vol": shipped_vol})["vol"]
+        return adapt.calibrate(calls, classes, 1.0, 1.0, {**shipped, "vol": shipped_vol})["vol"]
 
     # every threshold finds it and none fires falsely: the shipped one stays, even off the grid
     assert vol([_one_keyword_call(0.9995)]) == {"threshold": 0.97, "said": 1, "detected": 1, "false_alarms": 0}
@@ -118,11 +118,11 @@ def test_thresholds_move_from_the_shipped_ones_only_as_far_as_the_calls_ask():
     # the shipped threshold fires falsely at 5 s: the lowest one that does not, still finding the keyword
     assert vol([_one_keyword_call(0.999, false_peak=0.985)])["threshold"] == 0.99
     # a keyword the calls never say keeps the shipped threshold unless it would fire falsely
-    never_said = adapt.calibrate([_one_keyword_call(0.999, false_peak=0.985)], classes, 1, 1.0, 1.0, shipped)
+    never_said = adapt.calibrate([_one_keyword_call(0.999, false_peak=0.985)], classes, 1.0, 1.0, shipped)
     assert never_said["gaz"] == {"threshold": 0.97, "said": 0, "detected": 0, "false_alarms": 0}
     gaz_fires = _one_keyword_call(0.999)
     gaz_fires[1][np.argmin(np.abs(gaz_fires[0] - 5.0)), classes.index("gaz")] = 0.985
-    assert adapt.calibrate([gaz_fires], classes, 1, 1.0, 1.0, shipped)["gaz"] == {
+    assert adapt.calibrate([gaz_fires], classes, 1.0, 1.0, shipped)["gaz"] == {
         "threshold": 0.99, "said": 0, "detected": 0, "false_alarms": 0}
     # every threshold fires falsely: the highest, its false alarm and the keyword it still finds reported
     assert vol([_one_keyword_call(1.0, false_peak=1.0)]) == {"threshold": 0.999, "said": 1, "detected": 1,

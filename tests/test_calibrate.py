@@ -16,11 +16,11 @@ from training.calibrate import (
     rank_choice,
     recall_by_duration,
     recall_by_engine,
-    smoothed,
+    smoothing_curves,
 )
 from triage.features import FeatureParams
 from triage.replay import CallLabel, KeywordLabel
-from triage.spotter import Trigger
+from triage.spotter import Trigger, smooth_posteriors
 
 
 def test_offline_smoothing_is_the_spotters_running_mean():
@@ -28,7 +28,12 @@ def test_offline_smoothing_is_the_spotters_running_mean():
     posts = rng.random((20, 14))
     for k in (1, 2, 3, 4):
         expected = np.stack([posts[max(0, i - k + 1): i + 1].mean(axis=0) for i in range(len(posts))])
-        assert np.allclose(smoothed(posts, k), expected)
+        assert np.allclose(smooth_posteriors(posts, k), expected)
+    # each class its own number of windows: each column as if all had its number
+    per_class = rng.integers(1, 5, 14)
+    got = smooth_posteriors(posts, per_class)
+    for c, k in enumerate(per_class):
+        assert np.allclose(got[:, c], smooth_posteriors(posts, int(k))[:, c])
 
 
 def test_counts_separate_hits_from_false_alarms():
@@ -136,6 +141,17 @@ def test_a_keyword_that_fires_falsely_at_any_threshold_spends_the_budget_first()
     assert allocate(cv, 1)[0] == {"gaz": 0.9, "malaise": 0.9}  # over budget anyway: every keyword's least
 
 
+def test_each_keyword_may_take_the_smoothing_that_buys_it_the_most_recall():
+    # (threshold, recall, dev false alarms) per smoothing: gaz's brief peak wants 1 window, vol's noise 2
+    by_smoothing = {1: {"gaz": [(0.5, 0.8, 0), (0.9, 0.6, 0)], "vol": [(0.5, 0.9, 2), (0.9, 0.4, 0)]},
+                    2: {"gaz": [(0.5, 0.8, 0), (0.9, 0.5, 0)], "vol": [(0.5, 0.9, 1), (0.9, 0.7, 0)]}}
+    settings, recalls, fas = allocate(smoothing_curves(by_smoothing, (1, 2)), 0)
+    # gaz ties at 0.8 under both smoothings: the shorter one (sooner), at its higher threshold
+    assert settings == {"gaz": (0.5, -1), "vol": (0.9, -2)} and recalls == {"gaz": 0.8, "vol": 0.7}
+    assert allocate(smoothing_curves(by_smoothing, (1, 2)), 1)[0]["vol"] == (0.5, -2)
+    assert allocate(smoothing_curves(by_smoothing, (1,)), 1)[0] == {"gaz": (0.5, -1), "vol": (0.9, -1)}
+
+
 def test_operating_points_rank_by_false_alarms_then_latency_then_recall():
     points = {"slow but best recall": rank_choice(2, 2, 0.35, 0.3, 0.60),
               "fast": rank_choice(1, 2, 0.25, 0.3, 0.55),
@@ -144,6 +160,8 @@ def test_operating_points_rank_by_false_alarms_then_latency_then_recall():
     assert sorted(points, key=points.get, reverse=True) == ["fast", "slow but best recall", "over budget",
                                                             "far over budget"]
     assert rank_choice(2, 2, 0.25, 0.3, 0.6) > rank_choice(0, 2, 0.25, 0.3, 0.5)  # within budget: recall
+    # none within the latency target: the nearest to it, before recall
+    assert rank_choice(2, 2, 0.31, 0.3, 0.5) > rank_choice(2, 2, 0.45, 0.3, 0.6)
 
 
 def test_held_out_calls_are_remade_when_what_they_are_made_of_changes(tmp_path, monkeypatch):

@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx_models import loudness_model, silence, tone
 
-from triage.model import KeywordModel
-from triage.spotter import KeywordSpotter, score_batch, score_rounds
+from triage.model import KeywordModel, ModelError
+from triage.spotter import KeywordSpotter, score_batch, score_rounds, smooth_posteriors
 
 CALL = np.concatenate([silence(2), tone(0.8), silence(2), tone(0.5), silence(1)])
 
@@ -64,6 +64,34 @@ def test_smoothing_delays_but_keeps_detection(tmp_path):
                                                              "refractory_s": 1.0}))
     dets = KeywordSpotter(smooth).feed(CALL)
     assert len(dets) >= 1 and dets[0].keyword == "incendie"
+
+
+def test_each_keyword_smoothed_over_its_own_windows(tmp_path, model):
+    table = {k: 1 for k in model.keywords} | {"incendie": 3}
+    per_keyword = KeywordModel(loudness_model(tmp_path, streaming={"hop_s": 0.1, "smoothing": table,
+                                                                   "refractory_s": 1.0}))
+    raw, smooth = KeywordSpotter(model, trace=True), KeywordSpotter(per_keyword, trace=True)
+    _feed_in_chunks(raw, CALL, [3000, 777])
+    dets = _feed_in_chunks(smooth, CALL, [1600])
+    posts = np.stack([p for _, p in raw.trace])
+    got = np.stack([p for _, p in smooth.trace])
+    windows = per_keyword.streaming.smoothing_windows(model.classes)
+    assert windows[model.classes.index("incendie")] == 3 and windows[model.classes.index("gaz")] == 1
+    np.testing.assert_allclose(got, smooth_posteriors(posts, windows), atol=1e-6)
+    assert [d.keyword for d in dets] == ["incendie", "incendie"]
+
+
+@pytest.mark.parametrize("smoothing, problem", [
+    (lambda kws: 0, "≥ 1"),
+    (lambda kws: {"incendie": 2}, "missing"),
+    (lambda kws: {k: 1 for k in kws} | {"incendie": 0}, "≥ 1"),
+    (lambda kws: {k: 1 for k in kws} | {"feu": 2}, r"unknown \['feu'\]"),
+])
+def test_a_smoothing_table_must_name_every_keyword_with_a_whole_window(tmp_path, model, smoothing, problem):
+    path = loudness_model(tmp_path, streaming={"hop_s": 0.1, "smoothing": smoothing(model.keywords),
+                                               "refractory_s": 1.0})
+    with pytest.raises(ModelError, match=problem):
+        KeywordModel(path)
 
 
 SKIPPING = {"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0, "skip_below": 0.5, "skip_windows": 2}

@@ -16,6 +16,12 @@ PROVENANCE_LABELS = {"training_voices": "isolated-word training voices",
                      "held_out_voices": "isolated-word held-out voices"}
 
 
+def smoothing_said(smoothing: int | dict[str, int]) -> str:
+    """The smoothing as the card says it: one number of windows, or each keyword's."""
+    if isinstance(smoothing, int):
+        return f"{smoothing} windows"
+    return "each keyword its own number of windows: " + ", ".join(f"{kw} {k}" for kw, k in smoothing.items())
+
 def running_speech_voices() -> list[str]:
     """The running speech's voices by split, from the tables `training.speech` synthesizes with."""
     from training import speech
@@ -125,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             "that set nothing (no threshold, no smoothing, no early stopping, no model choice).",
             "",
             f"- Dev: {cal['material']}; {cal['keyword_free_hours']} h keyword-free. {cal['method']}; "
-            f"smoothing chosen: {cal['smoothing']} windows.",
+            f"smoothing chosen: {smoothing_said(cal['smoothing'])}.",
             f"- Test: {ev['material']}.",
             "",
             "| live core on the test voices | this model |" + (" previous model |" if "baseline" in ev else ""),

@@ -37,7 +37,7 @@ from triage.audio import read_wav_16k
 from triage.keywords import KEYWORD_SERVICE, SILENCE, UNKNOWN
 from triage.model import KeywordModel, manifest_path_for
 from triage.replay import CallLabel, load_labels, replay_samples, score
-from triage.spotter import Trigger, call_windows
+from triage.spotter import Trigger, call_windows, smooth_posteriors
 from triage.windowing import window_label
 
 REFERENCE = Path(__file__).resolve().parents[1] / "models" / "reference"
@@ -196,21 +196,13 @@ def fit_head(x: np.ndarray, y: np.ndarray, head: Head, l2: float = 0.05, steps: 
 
 # --- thresholds ----------------------------------------------------------------------------------------
 
-def smooth(posteriors: np.ndarray, n: int) -> np.ndarray:
-    """The spotter's smoothing: the mean of the last `n` windows' posteriors (fewer at the start)."""
-    c = np.cumsum(np.vstack([np.zeros((1, posteriors.shape[1])), posteriors]), axis=0)
-    idx = np.arange(1, len(posteriors) + 1)
-    lo = np.maximum(0, idx - n)
-    return (c[idx] - c[lo]) / (idx - lo)[:, None]
-
-
 def fires(times: np.ndarray, scores: np.ndarray, threshold: float, refractory_s: float) -> list[float]:
     """When one keyword's detections fire, by the live Trigger itself."""
     trig = Trigger(threshold, refractory_s)
     return [float(t) for t, s in zip(times, scores, strict=True) if trig.step(float(t), float(s))]
 
 
-def calibrate(calls: list[tuple[np.ndarray, np.ndarray, CallLabel]], classes: tuple[str, ...], smoothing: int,
+def calibrate(calls: list[tuple[np.ndarray, np.ndarray, CallLabel]], classes: tuple[str, ...],
               refractory_s: float, match_after_s: float, fallback: dict[str, float]) -> dict[str, dict]:
     """Per keyword, over (times, smoothed posteriors, label) of calls: of the thresholds (the grid and the
     shipped one, `fallback`) with the highest recall and no false alarm of that keyword, the one nearest the
@@ -344,10 +336,11 @@ def adapt(dataset: Path, model: KeywordModel, out_dir: Path, held_out: float = 0
 
     adapted_head = Head(w, b, head.embedding_name, head.weights_name, head.bias_name)
     streaming = model.streaming
-    calls = [(cw.times, smooth(adapted_head.probabilities(cw.embeddings), streaming.smoothing), cw.label) for cw in cws]
+    calls = [(cw.times, smooth_posteriors(adapted_head.probabilities(cw.embeddings),
+                                                 streaming.smoothing_windows(classes)), cw.label) for cw in cws]
     from triage.replay import MATCH_AFTER_END_S
 
-    thresholds = calibrate(calls, classes, streaming.smoothing, streaming.refractory_s, MATCH_AFTER_END_S,
+    thresholds = calibrate(calls, classes, streaming.refractory_s, MATCH_AFTER_END_S,
                            model.thresholds)
 
     digest = hashlib.sha256(w.astype(np.float32).tobytes() + b.astype(np.float32).tobytes()).hexdigest()[:8]

@@ -30,7 +30,10 @@ class ModelError(RuntimeError):
 @dataclass(frozen=True)
 class StreamingParams:
     hop_s: float  # how often a window is scored
-    smoothing: int  # posteriors averaged over this many consecutive windows
+    # Posteriors averaged over this many consecutive windows: one number for every class, or a table giving
+    # each keyword its own (a short word's brief peak wants fewer windows than a long word's steady one,
+    # training/README.md); the classes that are not keywords then take the table's largest.
+    smoothing: int | dict[str, int]
     refractory_s: float  # the same keyword cannot fire twice within this time
     # After a window whose likeliest keyword scores below `skip_below`, the next `skip_windows` windows are
     # not scored and count as `_unknown_`: a keyword's posterior climbs over several windows, so the model
@@ -41,8 +44,21 @@ class StreamingParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> StreamingParams:
-        return cls(hop_s=float(d["hop_s"]), smoothing=int(d["smoothing"]), refractory_s=float(d["refractory_s"]),
+        smoothing = d["smoothing"]
+        smoothing = ({str(k): int(v) for k, v in smoothing.items()} if isinstance(smoothing, dict)
+                     else int(smoothing))
+        least = min(smoothing.values(), default=0) if isinstance(smoothing, dict) else smoothing
+        if least < 1:
+            raise ValueError(f"smoothing must be a number of windows ≥ 1 or a table of them, got {d['smoothing']!r}")
+        return cls(hop_s=float(d["hop_s"]), smoothing=smoothing, refractory_s=float(d["refractory_s"]),
                    skip_below=float(d.get("skip_below", 0.0)), skip_windows=int(d.get("skip_windows", 0)))
+
+    def smoothing_windows(self, classes: tuple[str, ...]) -> np.ndarray:
+        """How many windows each class's posterior is averaged over, in the order of `classes`."""
+        if isinstance(self.smoothing, int):
+            return np.full(len(classes), self.smoothing, np.intp)
+        most = max(self.smoothing.values())
+        return np.array([self.smoothing.get(c, most) for c in classes], np.intp)
 
 
 def manifest_path_for(onnx_path: Path) -> Path:
@@ -164,6 +180,12 @@ class KeywordModel:
         strangers = [k for k in self.keywords if k not in KEYWORD_SERVICE and self.streaming is not None]
         if strangers:
             raise ModelError(f"{mpath}: classes {strangers} are not triage keywords (see triage/keywords.py)")
+        if self.streaming is not None and isinstance(self.streaming.smoothing, dict):
+            table = set(self.streaming.smoothing)
+            if table != set(self.keywords):
+                raise ModelError(f"{mpath}: streaming.smoothing must give every keyword of the model its number of "
+                                 f"windows and nothing else; missing {sorted(set(self.keywords) - table)}, "
+                                 f"unknown {sorted(table - set(self.keywords))}")
         # What a window counts as when it is not scored (window skipping, or turned away by the gate).
         self.unknown_posterior: np.ndarray | None = None
         if UNKNOWN in self.classes:

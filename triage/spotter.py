@@ -75,7 +75,9 @@ class KeywordSpotter:
         self._taken: list[tuple[int, np.ndarray | None]] = []
         self._skip = 0  # windows still to skip
         self._skip_after = model.streaming.skip_below if model.streaming.skip_windows else 0.0
-        self._recent = deque(maxlen=model.streaming.smoothing)
+        self._smoothing = model.streaming.smoothing_windows(model.classes)
+        self._recent = deque(maxlen=int(self._smoothing.max()))
+        self._one_smoothing = bool((self._smoothing == self._smoothing[0]).all())
         self._keyword_index = [(i, c) for i, c in enumerate(model.classes) if c in KEYWORD_SERVICE]
         self._keyword_cols = np.array([i for i, _ in self._keyword_index], dtype=np.intp)
         self.thresholds = dict(model.thresholds if thresholds is None else thresholds)
@@ -170,8 +172,7 @@ class KeywordSpotter:
             if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
                 self._skip = self.model.streaming.skip_windows
             self._recent.append(post)
-            # np.mean of a deque costs more than the rest of a window's bookkeeping: skip it when k is 1
-            smooth = post if self._recent.maxlen == 1 else np.mean(self._recent, axis=0)
+            smooth = self._smoothed()
             self.last_posteriors = smooth
             self.windows_scored += 1
             t = window_end(self._params, seen)
@@ -184,10 +185,30 @@ class KeywordSpotter:
         self._taken = []
         return out
 
+    def _smoothed(self) -> np.ndarray:
+        # np.mean of a deque costs more than the rest of a window's bookkeeping: skipped when k is 1
+        if self._recent.maxlen == 1:
+            return self._recent[-1]
+        if self._one_smoothing:
+            return np.mean(self._recent, axis=0)
+        return smooth_posteriors(np.array(self._recent), self._smoothing)[-1]
+
     def feed(self, samples: np.ndarray) -> list[Detection]:
         """Push and score this call alone (use `score_batch` to score many calls in one model call)."""
         self.push(samples)
         return score_batch(self.model, [self])[0]
+
+
+def smooth_posteriors(posteriors: np.ndarray, windows: int | np.ndarray) -> np.ndarray:
+    """The spotter's smoothing of a whole call at once: each row becomes the mean of the latest `windows`
+    rows up to it (fewer at the start), one number for every class or one per class."""
+    n, classes = posteriors.shape
+    k = np.broadcast_to(np.asarray(windows, np.intp), (classes,))
+    c = np.cumsum(np.vstack([np.zeros((1, classes)), posteriors]), axis=0)
+    upto = np.arange(1, n + 1)[:, None]
+    since = np.maximum(upto - k[None, :], 0)
+    cols = np.arange(classes)[None, :]
+    return (c[upto, cols] - c[since, cols]) / (upto - since)
 
 
 def call_windows(model: KeywordModel, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
