@@ -220,3 +220,26 @@ def test_material_is_built_by_one_calibration_at_a_time(tmp_path, monkeypatch):
     for t in threads:
         t.join()
     assert seen == [0, 0, 0]
+
+
+def test_joined_streams_say_where_each_clip_lies():
+    from training.calibrate import _joined
+
+    rng = np.random.default_rng(3)
+    clips = [np.full(int(n), i + 1, np.float32) for i, n in enumerate(rng.integers(800, 4000, 9))]
+    got = list(_joined(clips, np.random.default_rng(5), 1.0, (0.1, 0.3)))
+    assert sum(len(spans) for _, spans in got) == len(clips) and len(got) > 1
+    for signal, spans in got:
+        for start, end, i in spans:
+            a, b = round(start * 16000), round(end * 16000)
+            assert (signal[a:b] == i + 1).all() and signal[b] == 0 and (a == 0 or signal[a - 1] == 0)
+
+
+def test_a_false_alarm_is_put_on_the_last_sentence_begun_before_it():
+    from training.calibrate import sentence_at
+
+    said = [(0.0, 2.1, "mbrola:fr6", "un problème électronique"), (2.9, 5.0, "espeak:m7", "une réunion")]
+    assert sentence_at(said, 2.6)["sentence"] == "un problème électronique"  # fired after the words it heard
+    assert sentence_at(said, 3.5) == {"speaker": "espeak:m7", "sentence": "une réunion", "sentence_start": 2.9,
+                                      "sentence_end": 5.0}
+    assert sentence_at([], 3.0) == {}

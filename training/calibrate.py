@@ -42,6 +42,7 @@ SENTENCES_WITHOUT = 1500  # per held-out split: keyword-free speech for false al
 NOISE_DRAWS = 3
 GRID = np.round(np.r_[np.arange(0.30, 0.99, 0.01), 0.992, 0.994, 0.996, 0.998, 0.999, 0.9995, 0.9998, 0.9999], 5)
 SMOOTHING = (1, 2, 3, 4)
+SENTENCES_SAID = "keyword_free_sentences.json"  # beside the calls: which sentence each keyword-free stream says when
 SKIP_BELOW = (0.05, 0.1, 0.2, 0.3, 0.5)
 SKIP_WINDOWS = (1, 2, 3)
 
@@ -66,22 +67,30 @@ def call_banks(data: Path, held_out: bool) -> Banks:
 
 
 def _joined(clips: list[np.ndarray], rng: np.random.Generator, seconds: float, gap: tuple[float, float]):
-    """Clips with pauses between them, grouped into signals of about `seconds` (the last may be shorter)."""
-    cur, n = [], 0
+    """Clips with pauses between them, grouped into signals of about `seconds` (the last may be shorter):
+    (signal, [(start s, end s, clip index) of each clip in it])."""
+    cur, n, spans = [], 0, []
     for i, x in enumerate(clips):
+        spans.append((n / TARGET_RATE, (n + len(x)) / TARGET_RATE, i))
         cur += [x, np.zeros(int(rng.uniform(*gap) * TARGET_RATE), np.float32)]
         n += len(cur[-2]) + len(cur[-1])
         if n >= seconds * TARGET_RATE or i == len(clips) - 1:
-            yield np.concatenate(cur)
-            cur, n = [], 0
+            yield np.concatenate(cur), spans
+            cur, n, spans = [], 0, []
 
 
-def free_streams(utts: list[speech.Utterance], banks: Banks, seed: int, seconds: float = 60.0, name: str = "free"):
-    """Keyword-free sentences joined into phone-line streams of about a minute, with noise."""
+def free_streams(utts: list[speech.Utterance], banks: Banks, seed: int, seconds: float = 60.0, name: str = "free",
+                 said: dict | None = None):
+    """Keyword-free sentences joined into phone-line streams of about a minute, with noise. `said`, if given,
+    gets each stream's sentences: name → [(start s, end s, speaker, text)]."""
     rng = np.random.default_rng(seed)
     clips = [u.audio * rng.uniform(0.5, 1.0) for u in utts]
-    return [(f"{name}-{i:03d}", degrade(x, rng, banks, float(rng.uniform(5, 20)), "mulaw" if i % 2 else "alaw"))
-            for i, x in enumerate(_joined(clips, rng, seconds, (0.3, 1.5)))]
+    out = []
+    for i, (x, spans) in enumerate(_joined(clips, rng, seconds, (0.3, 1.5))):
+        out.append((f"{name}-{i:03d}", degrade(x, rng, banks, float(rng.uniform(5, 20)), "mulaw" if i % 2 else "alaw")))
+        if said is not None:
+            said[out[-1][0]] = [(round(a, 2), round(b, 2), utts[j].speaker, utts[j].text) for a, b, j in spans]
+    return out
 
 
 def prompt_streams(data: Path, held_out: bool, seconds: float = 60.0):
@@ -92,7 +101,7 @@ def prompt_streams(data: Path, held_out: bool, seconds: float = 60.0):
         rng = np.random.default_rng(seed + held_out)
         clips = _split(synth.load_real(data, source), held_out, kept=kept)
         out += [(f"{name}-{i:02d}", telephone(x / (np.abs(x).max() + 1e-9) * 0.5, "mulaw" if i % 2 else "alaw"))
-                for i, x in enumerate(_joined(clips, rng, seconds, (0.3, 1.2)))]
+                for i, (x, _) in enumerate(_joined(clips, rng, seconds, (0.3, 1.2)))]
     return out
 
 
@@ -125,9 +134,11 @@ def _material(data: Path, split: str, workers: int) -> tuple[Path, list[tuple[st
         # a quarter of the keyword-free sentences pad the calls; the rest is the false-alarm material
         speech_calls(with_kw, free[: len(free) // 4], banks, calls_dir, seed=recipe["seed"])
         stamp.write_text(json.dumps(recipe, indent=1) + "\n")
+    said: dict[str, list] = {}
     negatives = [s for draw in range(NOISE_DRAWS)
                  for s in free_streams(free[len(free) // 4:], banks, seed=41 + held_out + 1000 * draw,
-                                       name=f"free{draw}")]
+                                       name=f"free{draw}", said=said)]
+    (calls_dir / SENTENCES_SAID).write_text(json.dumps(said, ensure_ascii=False) + "\n", encoding="utf-8")
     return calls_dir, negatives + prompt_streams(data, held_out)
 
 
@@ -373,6 +384,8 @@ def evaluate_test(model: KeywordModel, calls_dir: Path, negatives) -> dict:
     calls = score(results, labels).summary()
     neg = [replay_samples(model, x, name) for name, x in tqdm(negatives, desc="test keyword-free", unit="stream")]
     fas = sum(len(r.detections) for r in neg)
+    said_path = calls_dir / SENTENCES_SAID
+    said = json.loads(said_path.read_text(encoding="utf-8")) if said_path.exists() else {}
     hours = sum(r.duration for r in neg) / 3600
     per_kw_fa = {}
     for r in neg:
@@ -389,7 +402,21 @@ def evaluate_test(model: KeywordModel, calls_dir: Path, negatives) -> dict:
     return {"simulated_calls": calls,
             "keyword_free_speech": {"hours": round(hours, 3), "false_alarms": fas,
                                     "false_alarms_per_hour": fas / hours if hours else None,
-                                    "false_alarms_by_keyword": per_kw_fa, "by_material": by_material}}
+                                    "false_alarms_by_keyword": per_kw_fa, "by_material": by_material,
+                                    "false_alarm_sentences": [
+                                        {"keyword": d.keyword, "stream": r.file, "time": round(d.time, 2),
+                                         **sentence_at(said.get(r.file, []), d.time)}
+                                        for r in neg for d in r.detections]}}
+
+
+def sentence_at(sentences: list, t: float) -> dict:
+    """The sentence a detection at `t` s fired on: the last to start before it (a detection comes up to a
+    window after the words it heard); {} for streams whose sentences are not known (the real recordings)."""
+    before = [s for s in sentences if s[0] <= t]
+    if not before:
+        return {}
+    start, end, speaker, text = max(before, key=lambda s: s[0])
+    return {"speaker": speaker, "sentence": text, "sentence_start": start, "sentence_end": end}
 
 
 def per_keyword(model: KeywordModel, streams: list[Stream], k_smooth: np.ndarray) -> dict:

@@ -176,7 +176,14 @@ def main(argv: list[str] | None = None) -> int:
                            " Its threshold is none of those `python -m training.gate` measured: no gate figures.")]
         split = "; ".join(f"{v['false_alarms']} in {v['hours']} h of {k}" for k, v in f.get("by_material", {}).items())
         out += ["", f"False alarms by keyword (test keyword-free speech): {by_kw}."
-                + (f" By material: {split}." if split else ""), "",
+                + (f" By material: {split}." if split else "")]
+        if heard := f.get("false_alarm_sentences"):
+            out += ["", "What they fired on (each synthetic sentence is heard over several draws of noise and line, "
+                        "so one sentence may fire more than once):", "",
+                    "| keyword | stream, time | speaker | sentence |", "|---|---|---|---|",
+                    *[f"| {h['keyword']} | {h['stream']} at {h['time']:.1f} s | {h.get('speaker', '–')} | "
+                      f"{h.get('sentence', '(a real recording)')} |" for h in heard]]
+        out += ["",
                 "| keyword | threshold | dev recall | test recall | test instances "
                 "| test false alarms (all material) | test latency p95 |", "|---|---|---|---|---|---|---|"]
         for kw, d in ev["per_keyword"].items():
