@@ -243,3 +243,27 @@ def test_a_false_alarm_is_put_on_the_last_sentence_begun_before_it():
     assert sentence_at(said, 3.5) == {"speaker": "espeak:m7", "sentence": "une réunion", "sentence_start": 2.9,
                                       "sentence_end": 5.0}
     assert sentence_at([], 3.0) == {}
+
+
+def test_window_skipping_may_not_push_the_detection_latency_past_the_target(tmp_path):
+    from onnx_models import loudness_model
+
+    from training.calibrate import choose_skipping
+    from triage.keywords import CLASSES
+    from triage.model import KeywordModel
+
+    model = KeywordModel(loudness_model(tmp_path, thresholds={"incendie": 0.5}))
+    k = CLASSES.index("incendie")
+    streams = []
+    for n in range(20):  # a keyword ending at window 40 + n, its posterior up from the window before
+        posts = np.full((100, len(CLASSES)), 0.01)
+        posts[39 + n: 42 + n, k] = 0.9
+        times = np.arange(1, 101) * 0.1
+        end = float(times[39 + n])
+        streams.append(Stream(f"c{n}", 10.0, times, posts, CallLabel(f"c{n}", (18,), (
+            KeywordLabel("incendie", end - 0.5, end),))))
+    lax, rows = choose_skipping(model, streams, 0.0, 1.0)
+    assert (lax["skip_windows"], lax["detections"]) == (2, 20)  # 3 would lose keywords; 2 loses none...
+    assert lax["latency_p95_s"] == 0.2 and rows[0]["latency_p95_s"] == 0.0  # ...but finds them 2 hops later
+    assert choose_skipping(model, streams, 0.0, 0.1)[0]["skip_windows"] == 1
+    assert choose_skipping(model, streams, 0.0, 0.05)[0]["windows_scored"] == 1.0  # every window
