@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- Architecture: {m['architecture']}; ONNX (opset 17), input `[batch, "
         f"{manifest['input']['shape'][1]}, {manifest['features']['n_mels']}, 1]` log-mel dB.",
         f"- Features: {json.dumps(manifest['features'])}",
-        f"- Streaming: {json.dumps(manifest['streaming'])}",
+        f"- Streaming: {json.dumps(manifest['streaming'], ensure_ascii=False)}",
         *([f"- Served one hop at a time: `{manifest['step']['file']}` takes {manifest['step']['hop_frames']} new "
            "log-mel frames and the call's layer states and gives the latest window's probabilities, exactly "
            "what this model gives on that window (training/streaming.py)."] if "step" in manifest else []),
