@@ -159,7 +159,7 @@ def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarr
     r = skipping(model, out, st.skip_below, st.skip_windows)
     return {"tau": tau, "windows_scored_by_gate": r["windows_scored"],
             "windows_scored_by_full_model": round(full / max(total, 1), 4), "detections": r["detections"],
-            "false_alarms": r["false_alarms"]}
+            "false_alarms": r["false_alarms"], "latency_p95_s": r["latency_p95_s"]}
 
 
 def choose_tau(model: KeywordModel, dev: list[Stream], dev_gate: list[np.ndarray], max_loss: float) -> tuple[float,
