@@ -22,6 +22,7 @@ def smoothing_said(smoothing: int | dict[str, int]) -> str:
         return f"{smoothing} windows"
     return "each keyword its own number of windows: " + ", ".join(f"{kw} {k}" for kw, k in smoothing.items())
 
+
 def running_speech_voices() -> list[str]:
     """The running speech's voices by split, from the tables `training.speech` synthesizes with."""
     from training import speech
