@@ -351,10 +351,10 @@ def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: 
     """Detections, false alarms and detection latency p95 with the manifest's smoothing and thresholds when
     windows are skipped, and the share of windows the model still scores."""
     smooth, scored, total = [], 0, 0
+    k_smooth = model.streaming.smoothing_windows(model.classes)
     for s in streams:
         keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
-        smooth.append(smooth_posteriors(as_unknown(model, s.posts, keep),
-                                        model.streaming.smoothing_windows(model.classes)))
+        smooth.append(smooth_posteriors(as_unknown(model, s.posts, keep), k_smooth))
         scored, total = scored + int(keep.sum()), total + len(keep)
     hits = fas = 0
     lat: list[float] = []

@@ -44,11 +44,9 @@ class StreamingParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> StreamingParams:
-        smoothing = d["smoothing"]
-        smoothing = ({str(k): int(v) for k, v in smoothing.items()} if isinstance(smoothing, dict)
-                     else int(smoothing))
-        least = min(smoothing.values(), default=0) if isinstance(smoothing, dict) else smoothing
-        if least < 1:
+        table = isinstance(d["smoothing"], dict)
+        smoothing = {str(k): int(v) for k, v in d["smoothing"].items()} if table else int(d["smoothing"])
+        if (min(smoothing.values(), default=0) if table else smoothing) < 1:
             raise ValueError(f"smoothing must be a number of windows ≥ 1 or a table of them, got {d['smoothing']!r}")
         return cls(hop_s=float(d["hop_s"]), smoothing=smoothing, refractory_s=float(d["refractory_s"]),
                    skip_below=float(d.get("skip_below", 0.0)), skip_windows=int(d.get("skip_windows", 0)))
