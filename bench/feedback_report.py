@@ -14,7 +14,6 @@ centre would see.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from triage import feedback  # noqa: E402
+from triage import eventloop, feedback  # noqa: E402
 from triage.audio import read_wav_16k  # noqa: E402
 from triage.embedded_redis import EmbeddedRedis  # noqa: E402
 from triage.model import KeywordModel  # noqa: E402
@@ -105,7 +104,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True, help="directory for index.html and report.json")
     ap.add_argument("--screenshot", type=Path, help="also save a PNG of the page (headless Chromium)")
     args = ap.parse_args()
-    print(json.dumps(asyncio.run(main_async(args))))
+    print(json.dumps(eventloop.run(main_async(args))))
     if args.screenshot:
         screenshot(args.out / "index.html", args.screenshot)
     return 0

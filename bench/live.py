@@ -43,6 +43,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from triage import eventloop  # noqa: E402
 from triage.audio import decode, encode, read_wav_16k, resample  # noqa: E402
 from triage.client import stream_call  # noqa: E402
 from triage.model import KeywordModel  # noqa: E402
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                             sys.exit(f"server exited: {server.stderr.read().decode()}")
                         time.sleep(0.1)
                 before, t = cpu_seconds(server.pid), time.monotonic()
-                calls = asyncio.run(run_load(f"ws://127.0.0.1:{port}/call", scripts, n, args.ramp))
+                calls = eventloop.run(run_load(f"ws://127.0.0.1:{port}/call", scripts, n, args.ramp))
                 wall = time.monotonic() - t
                 after = cpu_seconds(server.pid)
             finally:

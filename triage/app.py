@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from pathlib import Path
 
+from triage import eventloop
 from triage.embedded_redis import EmbeddedRedis
 from triage.model import KeywordModel
 from triage.server import ServerConfig, TriageServer
@@ -100,7 +101,7 @@ def _worker_main(config: ServerConfig, model_path: Path, redis_url: str, data_di
     # loading the newest model file anyway.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        sys.exit(asyncio.run(run(config, KeywordModel(model_path), redis_url, data_dir, announce=False)))
+        sys.exit(eventloop.run(run(config, KeywordModel(model_path), redis_url, data_dir, announce=False)))
     except RuntimeError as e:
         say(f"worker {config.instance}: {e}")
         sys.exit(1)

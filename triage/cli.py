@@ -116,8 +116,7 @@ def _score_interval(text: str) -> float:
 
 
 def cmd_serve(args) -> int:
-    import asyncio
-
+    from triage import eventloop
     from triage.app import DEFAULT_DATA_DIR, run, serve_workers
 
     model = _load_model(args)
@@ -125,16 +124,16 @@ def cmd_serve(args) -> int:
     try:
         if args.workers > 1:
             return serve_workers(_server_config(args), model, redis_url, data_dir, args.workers)
-        return asyncio.run(run(_server_config(args), model, redis_url, data_dir))
+        return eventloop.run(run(_server_config(args), model, redis_url, data_dir))
     except RuntimeError as e:
         _err(str(e))
         return 1
 
 
 def cmd_demo(args) -> int:
-    import asyncio
     from dataclasses import replace
 
+    from triage import eventloop
     from triage.app import DEFAULT_DATA_DIR, run
     from triage.demo import demo_credentials, loop_demo_calls
 
@@ -152,8 +151,8 @@ def cmd_demo(args) -> int:
                               cafile=str(config.certfile) if config.certfile else None)
 
     try:
-        return asyncio.run(run(config, model, args.redis_url or os.environ.get("REDIS_URL"), data_dir, demo,
-                               dashboard_token=dashboard_token))
+        return eventloop.run(run(config, model, args.redis_url or os.environ.get("REDIS_URL"), data_dir, demo,
+                                 dashboard_token=dashboard_token))
     except RuntimeError as e:
         _err(str(e))
         return 1
@@ -162,7 +161,7 @@ def cmd_demo(args) -> int:
 def cmd_call(args) -> int:
     import asyncio
 
-    from triage import client
+    from triage import client, eventloop
 
     def show(ev: dict) -> None:
         if args.json:
@@ -184,7 +183,7 @@ def cmd_call(args) -> int:
     token = args.token or os.environ.get("TRIAGE_TOKEN")
     try:
         if args.mic:
-            asyncio.run(client.stream_microphone(args.url, token, show, cafile=args.cafile))
+            eventloop.run(client.stream_microphone(args.url, token, show, cafile=args.cafile))
             return 0
         if args.say:
             samples, rate = client.synthesize(args.say)
@@ -200,7 +199,7 @@ def cmd_call(args) -> int:
                 args.url, data, width, args.rate, args.encoding, speed=args.speed, token=token, cafile=args.cafile,
                 metadata={"source": args.file or "say", **({"caller": f"sim-{i}"} if args.calls > 1 else {})},
                 on_event=show) for i in range(args.calls)), return_exceptions=True)
-        failed = [r for r in asyncio.run(many()) if isinstance(r, BaseException)]
+        failed = [r for r in eventloop.run(many()) if isinstance(r, BaseException)]
         for r in failed:
             if not isinstance(r, client.CallFailed):
                 raise r
@@ -290,10 +289,9 @@ def _redis_url(args, what: str) -> str:
 
 def _with_store(args, what: str, work):
     """Run `work(store)` against the service's Redis; a Redis that is not there is a clear error."""
-    import asyncio
-
     from redis.exceptions import RedisError
 
+    from triage import eventloop
     from triage.store import RouteStore
 
     async def main():
@@ -303,7 +301,7 @@ def _with_store(args, what: str, work):
         finally:
             await store.close()
     try:
-        return asyncio.run(main())
+        return eventloop.run(main())
     except (RedisError, OSError) as e:
         raise SystemExit(f"triage: error: Redis at {_redis_url(args, what)} not reachable: {e}") from None
 
@@ -427,12 +425,11 @@ def cmd_adapt(args) -> int:
 
 
 def cmd_dispatch(args) -> int:
-    import asyncio
-
+    from triage import eventloop
     from triage.dispatch import console
 
-    return asyncio.run(console(_redis_url(args, "dispatch"), args.service, _console_dispatcher(args),
-                               _key_prefix(args)))
+    return eventloop.run(console(_redis_url(args, "dispatch"), args.service, _console_dispatcher(args),
+                                 _key_prefix(args)))
 
 
 def _date(text: str):
