@@ -643,9 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from triage.eventloop import EventLoopError
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
+    except EventLoopError as e:
+        _err(str(e))
+        return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
