@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         cpu = {k: after[k] - before[k] for k in after}
         r = measure(calls, offline)
         ms = 1000 * cpu["server"] / call_seconds
-        r.update(workers=args.workers, score_interval_s=args.score_interval or ServerConfig.score_interval_s,
+        r.update(workers=args.workers, event_loop=eventloop.chosen(),
+                 score_interval_s=args.score_interval or ServerConfig.score_interval_s,
                  model_ms_per_window=host_ms, wall_s=round(wall, 1), call_seconds=round(call_seconds),
                  server_cpu_s=round(cpu["server"], 1), redis_cpu_s=round(cpu["redis"], 1),
                  cpu_ms_per_call_s=round(ms, 2), calls_per_core=round(1000 / ms))

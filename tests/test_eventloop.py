@@ -25,10 +25,10 @@ def test_without_uvloop_asyncio_s_own_loop_runs(monkeypatch):
 
 
 def test_the_variable_chooses_the_loop(monkeypatch):
-    monkeypatch.setenv(eventloop.ENV, "asyncio")
-    assert eventloop.run(_loop_module()).startswith("asyncio")
-    monkeypatch.setenv(eventloop.ENV, "uvloop")
-    assert eventloop.run(_loop_module()).startswith("uvloop")
+    for name in ("asyncio", "uvloop"):
+        monkeypatch.setenv(eventloop.ENV, name)
+        assert eventloop.chosen() == name
+        assert eventloop.run(_loop_module()).startswith(name)
 
 
 @pytest.mark.parametrize("value, says", [("tokio", "expected uvloop or asyncio"), ("uvloop", "not installed")])

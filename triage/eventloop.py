@@ -38,6 +38,11 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return uvloop.new_event_loop
 
 
+def chosen() -> str:
+    """The name of the loop `run` uses here: "uvloop" or "asyncio"."""
+    return "asyncio" if loop_factory() is None else "uvloop"
+
+
 def run(main: Coroutine[Any, Any, T]) -> T:
     """`asyncio.run` on the loop above."""
     try:
