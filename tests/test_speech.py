@@ -78,6 +78,25 @@ def test_espeak_keyword_times_hold_the_keyword(tmp_path):
     assert np.sqrt(np.mean(seg ** 2)) > 0.02
 
 
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")
+def test_a_build_comes_out_the_same_however_its_utterances_fall_to_workers(tmp_path, monkeypatch):
+    """libespeak-ng carries state from one utterance to the next in a process: the material is only
+    reproducible if no utterance's audio depends on which worker said what before it."""
+    rng = np.random.default_rng(3)
+    jobs = [(i, speech.Speaker(f"espeak:fr+{v}", "espeak", f"fr+{v}", 1.0, 50), corpus.sentence_segments(rng, (kw,)))
+            for i, (v, kw) in enumerate(zip(["m1", "f2", "m3", "f4"] * 5, KEYWORDS * 2, strict=False))]
+    monkeypatch.setattr(speech, "plan", lambda *a, **k: list(jobs))
+    built = []
+    for workers in (1, 2):
+        data = tmp_path / f"w{workers}"
+        built.append(speech.load(speech.build(data, "dev", len(jobs), kokoro_share=0, workers=workers)))
+    one, two = built
+    assert len(one) == len(two) == len(jobs)
+    for a, b in zip(one, two, strict=True):
+        assert a.text == b.text and a.words == b.words
+        assert np.array_equal(a.audio, b.audio), a.text
+
+
 def test_real_speech_that_says_a_keyword_in_any_form_is_kept_out_of_the_keyword_free_material():
     for said in ("Une bonbonne de gaz.", "Deux BRÛLURES", "des hémorragies", "une maison incendiée",
                  "la violence", "Un vol de nuit", "Effondrée !", "Ils volent tout"):

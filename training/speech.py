@@ -383,6 +383,13 @@ def _work(args) -> Utterance | str:
         return str(e)
 
 
+def _work_batch(batch: list) -> list[Utterance | str]:
+    return [_work(args) for args in batch]
+
+
+SPEAK_BATCH = 8  # utterances a fresh worker process says (build)
+
+
 def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float = 0.25, none_share: float = 0.15,
           kokoro_cap: int | None = None, workers: int = 2, chunk: int = 500, extra: str = "") -> list[Path]:
     """Synthesize a split in chunks of `chunk` utterances (cached: a chunk on disk is not redone).
@@ -399,7 +406,10 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
         jobs = jobs[:kokoro_cap] + jobs[n_kokoro:]
     paths = []
     _kokoro(data) if any(j[1].engine == "kokoro" for j in jobs) else None  # unpack once, before forking
-    with mp.get_context("fork").Pool(workers) as pool:
+    # Each batch in a fresh process: libespeak-ng 1.51 carries state from one utterance to the next (the same
+    # text comes out up to 12 ms longer or shorter, its samples different, after other utterances), so with
+    # batches handed to whichever worker was free, no two builds of the material were alike.
+    with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
         for c in range(0, len(jobs), chunk):
             path = out / (f"{split}{'-' + extra if extra else ''}-{count}-free{int(none_share * 100)}"
                           f"-kokoro{kokoro_cap}-s{seed}-{c // chunk:03d}.npz")
@@ -407,10 +417,14 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
             if path.exists():
                 continue
             part = jobs[c: c + chunk]
+            batches = [[(data, j) for j in part[i: i + SPEAK_BATCH]] for i in range(0, len(part), SPEAK_BATCH)]
             utts, failed = [], []
-            for u in tqdm(pool.imap(_work, [(data, j) for j in part], chunksize=4), total=len(part),
-                          desc=f"speech {split} {c // chunk + 1}/{-(-len(jobs) // chunk)}", unit="utt"):
-                (failed if isinstance(u, str) else utts).append(u)
+            with tqdm(total=len(part), desc=f"speech {split} {c // chunk + 1}/{-(-len(jobs) // chunk)}",
+                      unit="utt") as bar:
+                for said in pool.imap(_work_batch, batches):
+                    for u in said:
+                        (failed if isinstance(u, str) else utts).append(u)
+                    bar.update(len(said))
             if len(failed) > len(part) // 10:
                 raise RuntimeError(f"{len(failed)} of {len(part)} utterances failed, e.g. {failed[0]}")
             save(path, utts)
