@@ -2,9 +2,9 @@
 macOS), asyncio's own elsewhere, or whichever `TRIAGE_EVENT_LOOP` (uvloop | asyncio) names.
 
 Why: a live call sends 50 websocket frames a second, and receiving one cost the server 49 µs of CPU on
-asyncio's loop against 23–29 µs on uvloop (BENCHMARKS.md, session 23): about 1.2 ms of every 9 ms the
-server spends per second of call. The variable is there to measure that, and to fall back should uvloop
-ever misbehave somewhere.
+asyncio's loop against 23–29 µs on uvloop; through the whole server at 100 calls, uvloop took 8–12 % off
+the CPU per second of call (BENCHMARKS.md, session 23). The variable is there to measure that, and to fall
+back should uvloop ever misbehave somewhere.
 """
 
 from __future__ import annotations
