@@ -267,3 +267,39 @@ def test_window_skipping_may_not_push_the_detection_latency_past_the_target(tmp_
     assert lax["latency_p95_s"] == 0.2 and rows[0]["latency_p95_s"] == 0.0  # ...but finds them 2 hops later
     assert choose_skipping(model, streams, 0.0, 0.1)[0]["skip_windows"] == 1
     assert choose_skipping(model, streams, 0.0, 0.05)[0]["windows_scored"] == 1.0  # every window
+
+
+def test_dev_hears_three_builds_of_keyword_free_speech_and_its_calls_stay_made_of_the_first(tmp_path, monkeypatch):
+    """More keyword-free dev speech must not remake the dev calls (they are padded with the first build's
+    sentences), and each build's streams get their own noise draws and names."""
+    from training import calibrate
+
+    padded, streams = [], []
+
+    def build(data, split, count, seed=0, **kw):
+        return [tmp_path / f"{split}-{count}-free{int(kw.get('none_share', 0.15) * 100)}-s{seed}.npz"]
+
+    def load(paths):
+        return [SimpleNamespace(words=["vol"], name=paths[0].name)] * 4
+
+    def free_streams(utts, banks, seed, name, said):
+        streams.append((utts[0].name, len(utts), seed, name))
+        return [(f"{name}-000", None)]
+
+    monkeypatch.setattr(calibrate.speech, "build", build)
+    monkeypatch.setattr(calibrate.speech, "load", load)
+    monkeypatch.setattr(calibrate, "call_banks", lambda data, held_out: None)
+    monkeypatch.setattr(calibrate, "speech_calls", lambda utts, free, banks, out, seed: (
+        padded.append(free[0].name), out.mkdir(parents=True, exist_ok=True), (out / "labels.jsonl").write_text("")))
+    monkeypatch.setattr(calibrate, "free_streams", free_streams)
+    monkeypatch.setattr(calibrate, "prompt_streams", lambda *a, **kw: [])
+
+    _, negatives = calibrate.material(tmp_path, "dev")
+    recipe = json.loads((tmp_path / "calls" / "dev" / "recipe.json").read_text())
+    assert recipe["free"] == ["dev-1500-free100-s0.npz"] and padded == ["dev-1500-free100-s0.npz"]
+    assert [(u, n) for u, n, _, _ in streams] == [("dev-1500-free100-s0.npz", 3)] * 3 + \
+        [("dev-1500-free100-s1.npz", 4)] * 3 + [("dev-1500-free100-s2.npz", 4)] * 3
+    assert len({seed for _, _, seed, _ in streams}) == 9
+    assert len({name for name, _ in negatives}) == 9 and all(name.startswith("free") for name, _ in negatives)
+    _, test_negatives = calibrate.material(tmp_path, "test")
+    assert len(test_negatives) == 3
