@@ -42,6 +42,10 @@ def pct(x) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
+def ms(seconds: float) -> str:
+    return f"{round(seconds * 1000)} ms"  # round() to an int: a detection 0.4 ms early reads "0 ms", not "-0 ms"
+
+
 def condition_table(summary: dict) -> list[str]:
     lines = ["| condition | 14-class accuracy | keyword accuracy | unknown → keyword | near-miss → keyword |",
              "|---|---|---|---|---|"]
@@ -148,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                  if "keyword_free_speech" in e else "– (other material)"),
                 ("false detections inside the calls", lambda e: str(e["simulated_calls"]["false_alarms"])),
                 ("detection latency after the word ends, p50 / p95",
-                 lambda e: f"{e['simulated_calls']['latency_p50_s'] * 1000:.0f} ms / "
-                           f"{e['simulated_calls']['latency_p95_s'] * 1000:.0f} ms")]
+                 lambda e: " / ".join(ms(e["simulated_calls"][f"latency_{q}_s"]) for q in ("p50", "p95")))]
         for name, fn in rows:
             out.append(f"| {name} | {fn(ev)} |" + (f" {fn(ev['baseline'])} |" if "baseline" in ev else ""))
         by_kw = json.dumps(f["false_alarms_by_keyword"], ensure_ascii=False)
@@ -188,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 "| keyword | threshold | dev recall | test recall | test instances "
                 "| test false alarms (all material) | test latency p95 |", "|---|---|---|---|---|---|---|"]
         for kw, d in ev["per_keyword"].items():
-            lat = "–" if d["latency_p95_s"] is None else f"{d['latency_p95_s'] * 1000:.0f} ms"
+            lat = "–" if d["latency_p95_s"] is None else ms(d["latency_p95_s"])
             out.append(f"| {kw} | {d['threshold']} | {pct(cal['dev_recall'].get(kw))} | {pct(d['recall'])} | "
                        f"{d['instances']} | {d['false_alarms']} | {lat} |")
         if engines := ev.get("recall_by_engine"):
