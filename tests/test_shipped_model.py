@@ -61,7 +61,7 @@ def test_fixture_call_with_electrocution_is_routed_to_18_live(tmp_path):
     assert [e[1]["call_id"] for e in queue] == ["demo-fire"]
 
 
-@pytest.mark.parametrize("name, services", [("demo1_electrocution.wav", [18]), ("demo2_malaise.wav", [15]),
+@pytest.mark.parametrize("name, services", [("demo1_electrocution.wav", [18]), ("demo2_intoxication.wav", [15]),
                                             ("demo3_cambriolage.wav", [17]), ("demo4_gaz_brulure.wav", [15, 18])])
 def test_replay_contract_on_bundled_calls(name, services):
     r = subprocess.run([sys.executable, "-m", "triage.cli", "replay", str(DEMO / name), "--json"],

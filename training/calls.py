@@ -120,7 +120,7 @@ def degrade(speech: np.ndarray, rng: np.random.Generator, banks: Banks, snr_db: 
 
 
 # The bundled demo calls (triage/demo_calls): one per service and one for two services.
-DEMO = (("mbrola:fr6", ["électrocution"]), ("kokoro:jf_nezumi", ["malaise"]), ("mbrola:fr6", ["cambriolage"]),
+DEMO = (("mbrola:fr6", ["électrocution"]), ("kokoro:jf_nezumi", ["intoxication"]), ("mbrola:fr6", ["cambriolage"]),
         ("espeak:fr+m6", ["gaz", "brûlure"]))
 
 
