@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from engine_pace import engine_keeps_pace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx_models import loudness_model, silence, tone
@@ -206,3 +207,10 @@ def test_engine_ticks_over_many_calls_equal_each_call_alone(request, which):
     assert {k: [(d.keyword, round(d.time, 3)) for d in v] for k, v in got.items()} == \
         {k: [(d.keyword, round(d.time, 3)) for d in v] for k, v in alone.items()}
     assert any(alone.values())
+
+
+@pytest.mark.parametrize("which", ["model", "skipping"])
+@pytest.mark.parametrize("rate", [8000, 11025, 16000])
+def test_the_engine_takes_a_calls_audio_on_the_tick_its_next_window_completes(request, which, rate):
+    windows, ticks_that_took_audio = engine_keeps_pace(request.getfixturevalue(which), CALL, rate)
+    assert windows > 50 and ticks_that_took_audio <= windows + 1

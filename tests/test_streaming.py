@@ -116,6 +116,18 @@ def test_the_live_core_steps_a_call_exactly_as_it_scores_windows(exported):
     assert want.std(axis=0).max() > 1e-3  # far above the tolerance: a wrong state would show
 
 
+def test_the_live_engine_steps_a_call_on_the_tick_each_hop_completes(exported):
+    """With a step model every hop is due, the ones before the first whole window included."""
+    from engine_pace import engine_keeps_pace
+
+    from triage.model import KeywordModel
+
+    call = _call(4)
+    windows, ticks_that_took_audio = engine_keeps_pace(KeywordModel(exported[1]), call, 8000)
+    hops = len(call) / 16000 / STREAMING["hop_s"]
+    assert windows > 10 and ticks_that_took_audio <= hops + 1
+
+
 def test_a_new_head_goes_into_both_models(exported, tmp_path):
     """`triage adapt` and the pipeline's head refit rewrite the step model's head with the windowed one's."""
     import json

@@ -2,11 +2,11 @@
 
 The event loop only `receive`s frames: a length check and an append, O(1) per frame, so hundreds
 of calls' frames and keepalive pings never wait behind signal processing. A `tick` (every 30 ms by default,
-in a worker thread) then takes each call's new bytes in one piece — one decode, one resampler call,
-one log-mel call per call instead of one per 20 ms frame — and scores the due windows of all calls
-in a single model call (a call holding several due windows whose scoring depends on the one before, under
-the manifest's window skipping, takes a round more). No clock, no socket: time is samples received /
-sample rate.
+in a worker thread) then takes the new bytes of each call whose next window they complete, in one piece
+— one decode, one resampler call, one log-mel call per call and window instead of one per 20 ms frame or
+per tick — and scores the due windows of all calls in a single model call (a call holding several due
+windows whose scoring depends on the one before, under the manifest's window skipping, takes a round
+more). No clock, no socket: time is samples received / sample rate.
 """
 
 from __future__ import annotations
@@ -34,12 +34,23 @@ class CallAudio:
     samples_decoded: int = 0
     chunks: int = 0
     level_db: float = -100.0
+    # Received samples by which the next window can be complete: until then a tick leaves the call's bytes
+    # pending, since decoding, resampling and framing audio that completes no window is work done thrice
+    # over at a 30 ms tick (0 for a new call: its first tick takes what came).
+    due_at: int = 0
     # Appended by the event loop, taken by the tick thread: append and `del [:n]` are each atomic.
     pending: list[bytes] = field(default_factory=list)
 
     @property
     def duration(self) -> float:
         return self.samples_in / self.sample_rate
+
+    def await_next_window(self) -> None:
+        """Set `due_at` from what the spotter still needs, at the call's rate. What the resampler holds back
+        stays about the same from tick to tick, so it cancels out; two output samples of margin make the
+        estimate err early (a pass that completes nothing), never late (a window scored a tick later)."""
+        out_rate = self.spotter.model.features.sample_rate
+        self.due_at = self.samples_decoded + (self.spotter.samples_until_due() - 2) * self.sample_rate // out_rate
 
 
 @dataclass
@@ -83,6 +94,8 @@ class ScoringEngine:
         framed: list[tuple[CallAudio, np.ndarray]] = []
         received: dict[str, bytes] = {}
         for call_id, a in calls:
+            if call_id not in final and a.samples_in < a.due_at:
+                continue
             n = len(a.pending)
             frames += n
             if n == 0 and call_id not in final:
@@ -107,6 +120,7 @@ class ScoringEngine:
             if call_id in final:
                 out = np.concatenate([out, a.resampler.flush()])
             framed.append((a, a.spotter.frame(out)))
+            a.await_next_window()
         # One FFT and one mel product for every call's new frames, and one model call for every due
         # window: per model, since after a reload the calls that started before it keep the old one.
         for model, group in _by_model(framed, lambda item: item[0].spotter.model).items():

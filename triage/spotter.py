@@ -122,6 +122,16 @@ class KeywordSpotter:
             return self._ring[at: at + n].copy()
         return np.concatenate([self._ring[at:], self._ring[: at + n - self._window]])
 
+    def samples_until_due(self) -> int:
+        """How many more samples complete the next window (the next hop, with a step model)."""
+        emitted, window, hop = self._frames.frames_emitted, self._window, self._hop_frames
+        if self.states is not None:
+            seen = (emitted // hop + 1) * hop
+        else:
+            seen = window if emitted < window else window + ((emitted - window) // hop + 1) * hop
+        p = self._params
+        return (seen - 1) * p.hop_length + p.n_fft - self.samples_fed
+
     @property
     def has_due(self) -> bool:
         """Whether a window waits to be handed over (the engine asks this of every call every tick)."""
