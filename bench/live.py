@@ -11,6 +11,8 @@ spread over --ramp seconds. Measured per load:
   dropped / errors   calls that reconnected, or failed
   latency            wall-clock time from the moment a keyword's last audio was sent to the moment its
                      detection event arrived (keywords the call detected), p50 / p95
+  service_delay      the service's own share of it: from the moment the audio of the window that fired
+                     was sent (its end, in call time) to the detection's arrival, every detection, p50 / p95
   cpu_ms_per_call_s  CPU of the server processes (Redis apart) per second of call audio streamed
   calls_per_core     1000 / cpu_ms_per_call_s: how many real-time calls one fully used core carries
   model_ms_per_window  the host's speed, measured once before the loads: the model alone on 64 windows
@@ -127,18 +129,20 @@ async def run_load(url: str, scripts: list[Script], n: int, ramp: float) -> list
 
 
 def measure(calls: list[Call], offline: dict[str, list[int]]) -> dict:
-    latencies = []
+    latencies, delays = [], []
     for c in calls:
         ready = next((t for t, e in c.events if e.get("type") == "ready"), None)
         dets = [(t, e) for t, e in c.events if e.get("type") == "detection"]
         if ready is None:
             continue
+        delays += [t - (ready + e["time"]) for t, e in dets]
         for kw, start, end in c.script.keywords:
             hit = next((t for t, e in dets if e["keyword"] == kw and start <= e["time"] <= end + MATCH_AFTER_END_S),
                        None)
             if hit is not None:
                 latencies.append(hit - (ready + end))
     lat = np.array(latencies) if latencies else np.array([np.nan])
+    delay = np.array(delays) if delays else np.array([np.nan])
     done = [c for c in calls if c.summary is not None]
     return {
         "calls": len(calls), "completed": len(done), "errors": sum(c.error is not None for c in calls),
@@ -150,6 +154,8 @@ def measure(calls: list[Call], offline: dict[str, list[int]]) -> dict:
         "keyword_detections_timed": len(latencies),
         "latency_p50_s": round(float(np.nanpercentile(lat, 50)), 3),
         "latency_p95_s": round(float(np.nanpercentile(lat, 95)), 3),
+        "service_delay_p50_s": round(float(np.nanpercentile(delay, 50)), 3),
+        "service_delay_p95_s": round(float(np.nanpercentile(delay, 95)), 3),
         "first_errors": [c.error for c in calls if c.error][:3],
     }
 
