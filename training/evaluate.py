@@ -7,18 +7,27 @@ from pathlib import Path
 import numpy as np
 
 from training.dataset import CONDITIONS, EvalSet
+from triage.classify import speech_or_silence
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
 
 _KW_IDX = np.arange(len(KEYWORDS))
 
 
-def evaluate(predict, ev: EvalSet) -> dict:
+def labels(probs: np.ndarray, silence_weight: float = 1.0) -> np.ndarray:
+    """Each one-window clip's class as `triage classify` labels it: the likeliest class, and where that is
+    no keyword, `_unknown_` or `_silence_` with the manifest's silence weight."""
+    pred = probs.argmax(axis=1)
+    no_keyword = ~np.isin(pred, _KW_IDX)
+    pred[no_keyword] = speech_or_silence(probs[no_keyword], CLASSES, silence_weight)
+    return pred
+
+
+def evaluate(predict, ev: EvalSet, silence_weight: float = 1.0) -> dict:
     """`predict(windows) → probabilities`; returns a JSON-able report."""
-    report: dict = {"n_windows": int(len(ev.y)), "conditions": {}}
+    report: dict = {"n_windows": int(len(ev.y)), "silence_weight": silence_weight, "conditions": {}}
     voices = sorted(set(ev.voice) - {"none"})
     for cond in CONDITIONS:
-        probs = predict(ev.x[cond].astype(np.float32))
-        pred = probs.argmax(axis=1)
+        pred = labels(predict(ev.x[cond].astype(np.float32)), silence_weight)
         ok = pred == ev.y
         cm = np.zeros((len(CLASSES), len(CLASSES)), dtype=int)
         np.add.at(cm, (ev.y, pred), 1)

@@ -55,6 +55,21 @@ def condition_table(summary: dict) -> list[str]:
     return lines
 
 
+def clips_lines(clips: dict | None) -> list[str]:
+    """The silence weight `triage classify` uses (training/clips.py), and what it did on the test clips."""
+    if not clips:
+        return []
+    by_weight = {r["silence_weight"]: r for r in clips["test"]}
+    chosen, plain = by_weight[clips["silence_weight"]], by_weight[1.0]
+    return [f"Where a clip holds no keyword, `_silence_` counts {clips['silence_weight']:g} times against `_unknown_` "
+            f"(the table above is measured so): {clips['method']}. On the test half of the clips (test voices, the "
+            "other `_silence_` clips), 14-class accuracy with it / without: " + ", ".join(
+                f"{c} {pct(chosen['accuracy'][c])} / {pct(plain['accuracy'][c])}" for c in chosen["accuracy"])
+            + f"; `_silence_` recognized {pct(chosen['silence_recall'])} / {pct(plain['silence_recall'])}; speech "
+            f"clips taken for silence {chosen['speech_taken_for_silence']} / {plain['speech_taken_for_silence']} of "
+            f"{chosen['speech_clips']}.", ""]
+
+
 def mining_said(rounds: list[dict]) -> str:
     extra = [r for r in rounds if "voices" in r]
     return f"{len(rounds)} mining rounds" + (f", the last {len(extra)} on {extra[-1]['voices']}" if extra else "")
@@ -213,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *condition_table(shipped["fine_tuned"]),
         "",
+        *clips_lines(manifest.get("clips")),
         "Per held-out voice (14-class accuracy):",
         "",
         "| voice | " + " | ".join(ft) + " |",

@@ -48,7 +48,16 @@ def classify(model: KeywordModel, samples: np.ndarray) -> ClipLabel:
     if model.classes[top] in model.keywords:
         return ClipLabel(model.classes[top], float(probs[best, top]))
     # No window is a keyword: speech or silence, by their mean over the clip.
-    rest = [model.classes.index(c) for c in (UNKNOWN, SILENCE) if c in model.classes]
-    mean = probs[:, rest].mean(axis=0)
-    i = int(np.argmax(mean))
-    return ClipLabel(model.classes[rest[i]], float(mean[i]))
+    mean = probs.mean(axis=0)
+    i = int(speech_or_silence(mean[None], model.classes, model.silence_weight)[0])
+    return ClipLabel(model.classes[i], float(mean[i]))
+
+
+def speech_or_silence(probs: np.ndarray, classes: tuple[str, ...], silence_weight: float) -> np.ndarray:
+    """(N, classes) probabilities → for each row the index of `_unknown_` or `_silence_`, whichever is likelier
+    once `_silence_` counts `silence_weight` times (the manifest's `clips`, chosen on dev voices by
+    training/clips.py: background babble alone reads as speech to the network far more often than any
+    speech reads as silence)."""
+    rest = [classes.index(c) for c in (UNKNOWN, SILENCE) if c in classes]
+    weights = np.array([silence_weight if classes[i] == SILENCE else 1.0 for i in rest])
+    return np.array(rest)[np.argmax(probs[:, rest] * weights, axis=1)]

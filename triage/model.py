@@ -193,6 +193,14 @@ class KeywordModel:
             raise ModelError(f"{mpath}: skipping windows or a gate needs an {UNKNOWN} class to count "
                              "unscored windows as")
         self.thresholds = {k: float(thresholds.get(k, 0.5)) for k in self.keywords}
+        # How much `_silence_` counts against `_unknown_` when `triage classify` labels a clip with no keyword.
+        try:
+            self.silence_weight = float(manifest.get("clips", {}).get("silence_weight", 1.0))
+        except (AttributeError, TypeError, ValueError) as e:
+            raise ModelError(f"{mpath}: the manifest's clips.silence_weight is not a number: {e}") from None
+        if not 0 < self.silence_weight < float("inf"):
+            raise ModelError(f"{mpath}: the manifest's clips.silence_weight must be positive and finite, "
+                             f"got {self.silence_weight}")
         # One filterbank and window for every call this model scores.
         self.extractor = LogMel(self.features)
 
