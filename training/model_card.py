@@ -70,6 +70,19 @@ def clips_lines(clips: dict | None) -> list[str]:
             f"{chosen['speech_clips']}.", ""]
 
 
+def phrasing_lines(phrasing: dict | None) -> list[str]:
+    """Recall when the test voices say the keywords as callers do, against the templates (training/phrasing.py)."""
+    if not phrasing:
+        return []
+    callers, templates = phrasing["callers"], phrasing["templates"]
+    return ["", "**Phrased as callers say it.** Every sentence above follows the pipeline's templates (one fixed "
+                f"article before each keyword). With {phrasing['method']}: keyword recall "
+                f"{pct(callers['keyword_recall'])} of {callers['keywords']} in caller phrasings against "
+                f"{pct(templates['keyword_recall'])} of {templates['keywords']} in template sentences. By keyword, "
+                "callers / templates: " + ", ".join(f"{kw} {n} / {templates['recall_by_keyword'][kw]}"
+                                                   for kw, n in callers["recall_by_keyword"].items()) + "."]
+
+
 def mining_said(rounds: list[dict]) -> str:
     extra = [r for r in rounds if "voices" in r]
     return f"{len(rounds)} mining rounds" + (f", the last {len(extra)} on {extra[-1]['voices']}" if extra else "")
@@ -216,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         if durations := ev.get("recall_by_duration"):
             out += ["", "Test recall by how long the keyword lasts: " + ", ".join(
                 f"{g} {pct(d['recall'])} of {d['instances']}" for g, d in durations.items()) + "."]
+        out += phrasing_lines(m.get("phrasing"))
         out += ["", "![miss rate against false alarms per hour, per keyword, on the test voices](kws12_det.png)", ""]
     out += [
         "## Isolated clips on held-out voices",

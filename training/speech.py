@@ -405,30 +405,40 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
     if kokoro_cap is not None and n_kokoro > kokoro_cap:
         jobs = jobs[:kokoro_cap] + jobs[n_kokoro:]
     paths = []
-    _kokoro(data) if any(j[1].engine == "kokoro" for j in jobs) else None  # unpack once, before forking
-    # Each batch in a fresh process: libespeak-ng 1.51 carries state from one utterance to the next (the same
-    # text comes out up to 12 ms longer or shorter, its samples different, after other utterances), so with
-    # batches handed to whichever worker was free, no two builds of the material were alike.
-    with mp.get_context("fork").Pool(workers, maxtasksperchild=1) as pool:
+    with speaking_pool(data, jobs, workers) as pool:
         for c in range(0, len(jobs), chunk):
             path = out / (f"{split}{'-' + extra if extra else ''}-{count}-free{int(none_share * 100)}"
                           f"-kokoro{kokoro_cap}-s{seed}-{c // chunk:03d}.npz")
             paths.append(path)
             if path.exists():
                 continue
-            part = jobs[c: c + chunk]
-            batches = [[(data, j) for j in part[i: i + SPEAK_BATCH]] for i in range(0, len(part), SPEAK_BATCH)]
-            utts, failed = [], []
-            with tqdm(total=len(part), desc=f"speech {split} {c // chunk + 1}/{-(-len(jobs) // chunk)}",
-                      unit="utt") as bar:
-                for said in pool.imap(_work_batch, batches):
-                    for u in said:
-                        (failed if isinstance(u, str) else utts).append(u)
-                    bar.update(len(said))
-            if len(failed) > len(part) // 10:
-                raise RuntimeError(f"{len(failed)} of {len(part)} utterances failed, e.g. {failed[0]}")
-            save(path, utts)
+            desc = f"speech {split} {c // chunk + 1}/{-(-len(jobs) // chunk)}"
+            save(path, say_all(pool, data, jobs[c: c + chunk], desc))
     return paths
+
+
+def speaking_pool(data: Path, jobs: list, workers: int):
+    """Worker processes for `say_all`. Each batch is said in a fresh process: libespeak-ng 1.51 carries state
+    from one utterance to the next (the same text comes out up to 12 ms longer or shorter, its samples
+    different, after other utterances), so with batches handed to whichever worker was free, no two builds of
+    the material were alike."""
+    _kokoro(data) if any(j[1].engine == "kokoro" for j in jobs) else None  # unpack once, before forking
+    return mp.get_context("fork").Pool(workers, maxtasksperchild=1)
+
+
+def say_all(pool, data: Path, jobs: list, desc: str) -> list[Utterance]:
+    """The utterances of `jobs` ((index, Speaker, segments), as `plan` makes them), in their order; those a
+    voice cannot say are left out, and more than a tenth of them failing is an error."""
+    batches = [[(data, j) for j in jobs[i: i + SPEAK_BATCH]] for i in range(0, len(jobs), SPEAK_BATCH)]
+    utts, failed = [], []
+    with tqdm(total=len(jobs), desc=desc, unit="utt") as bar:
+        for said in pool.imap(_work_batch, batches):
+            for u in said:
+                (failed if isinstance(u, str) else utts).append(u)
+            bar.update(len(said))
+    if len(failed) > len(jobs) // 10:
+        raise RuntimeError(f"{len(failed)} of {len(jobs)} utterances failed, e.g. {failed[0]}")
+    return utts
 
 
 def save(path: Path, utts: list[Utterance]) -> None:
