@@ -83,3 +83,10 @@ def test_each_utterance_becomes_one_labelled_call(tmp_path):
         # the sentence, then a second of pause, all of it in the call
         assert np.isclose(len(wav.samples) / 8000, lead + len(u.audio) / rate + 1.0, atol=0.01)
         assert line["services"] == [KEYWORD_SERVICE[kw]] and line["voices"] == [u.speaker]
+
+
+def test_training_contexts_never_end_as_a_caller_phrasing():
+    caller = {_last_words(before) for phrasings in phrasing.CALLER_PHRASINGS.values() for before, _ in phrasings}
+    for kw, leads in corpus.KEYWORD_CONTEXTS.items():
+        for lead in leads:
+            assert _last_words(lead) not in caller, (kw, lead)

@@ -117,3 +117,26 @@ def test_the_cached_plans_draw_as_they_did():
         return hashlib.sha256(text.encode()).hexdigest()[:16]
     assert digest(speech.plan("train", 8000, 0, 0.15)) == "91ed77c8f62b46ab"
     assert digest(speech.plan("train", 2000, 1, 0.3, extra="wide")) == "3e3d9e47ddb9174e"
+
+
+def test_contexts_speech_keeps_training_voices_and_says_keywords_after_their_contexts():
+    jobs = speech.plan("train", 300, seed=1, kokoro_share=0.15, extra="contexts")
+    said = [(segs[i - 1][0], kw) for _, _, segs in jobs for i, (_, kw) in enumerate(segs) if kw]
+    assert {kw for _, kw in said} == set(KEYWORDS)
+    for before, kw in said:
+        assert any(before.lower().endswith(c.lower()) for c in corpus.KEYWORD_CONTEXTS[kw]), (before, kw)
+    free = [segs[0][0] for _, _, segs in jobs if not any(kw for _, kw in segs)]
+    assert free and all(any(f.endswith(w) for ws in corpus.NEAR_MISSES_OF.values() for w in ws) for f in free)
+    for _, sp, _ in jobs:
+        if sp.engine == "kokoro":
+            assert {p.split("*")[0] for p in sp.spec.split("+")} <= set(speech.KOKORO_STYLES["train"])
+        elif sp.engine == "mbrola":
+            assert sp.id.removeprefix("mbrola:") in speech.MBROLA["train"]
+        else:
+            assert sp.id.removeprefix("espeak:fr").removeprefix("+") in speech.ESPEAK["train"]
+    # the standard plan keeps the templates: each keyword right after its one article
+    plain = speech.plan("train", 300, seed=1, kokoro_share=0.15)
+    for _, _, segs in plain:
+        for i, (_, kw) in enumerate(segs):
+            if kw:
+                assert segs[i - 1][0].endswith(" " + corpus.ARTICLE[kw].rsplit(" ", 1)[0])

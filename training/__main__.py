@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
     ap.add_argument("--extra-voices", choices=list(speech.EXTRA_VOICES), default="wide",
                     help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, the natural "
-                         "ones only, or MBROLA with other languages' speakers (training/diphones.py)")
+                         "ones only, MBROLA with other languages' speakers (training/diphones.py), or the training "
+                         "voices saying keywords in other contexts than the templates' (corpus.KEYWORD_CONTEXTS)")
     ap.add_argument("--extra-speech", type=int, default=2000,
                     help="running-speech utterances of the extra voices planned (Kokoro capped: speech.EXTRA_VOICES)")
     ap.add_argument("--extra-rounds", type=int, default=0,

@@ -177,15 +177,59 @@ NEUTRAL_PHRASES = (
 )
 
 
-def sentence_segments(rng, keywords: tuple[str, ...]) -> list[tuple[str, str | None]]:
+# What else callers say right before a keyword (`sentence_segments(..., contexts=True)`): the templates above
+# always put one article after one of 24 prefixes, and the model learned « du gaz » more than « gaz ».
+# None ends as a phrasing of training/phrasing.py does, which measures keywords in unheard contexts.
+KEYWORD_CONTEXTS: dict[str, tuple[str, ...]] = {
+    "malaise": ("Mon mari a eu un", "Elle a perdu connaissance, un", "Je pense à un", "On dirait un",
+                "Il a refait un", "C'est peut-être un"),
+    "hémorragie": ("Il perd du sang, une", "Je crains une", "Elle a une forte", "Le médecin craint une",
+                   "Après l'accident, une", "Il y a une"),
+    "brûlure": ("Il s'est fait mal, une", "Ma fille a une petite", "Avec le fer à repasser, une", "On soigne une",
+                "C'est une vilaine", "Il a une"),
+    "intoxication": ("Sans doute une", "Toute la maison, une", "Ils ont tous une", "Le docteur évoque une",
+                     "Peut-être une", "Avec le chauffage, une"),
+    "violences": ("Il y a encore des", "Mon fils reçoit des", "C'est pour signaler des", "Ça tourne aux",
+                  "Elle parle de", "Il y a eu des"),
+    "agression": ("Je veux signaler une", "Il y a eu une", "Je sors d'une", "C'est clairement une",
+                  "Au secours, une", "J'appelle pour une"),
+    "vol": ("Je veux porter plainte pour un", "Il y a eu un", "C'est un", "Au secours, un", "Encore un",
+            "Je signale le"),
+    "cambriolage": ("Il y a eu un", "J'appelle pour le", "Ils préparent un", "Encore un", "C'est un",
+                    "On a peur d'un"),
+    "incendie": ("Il y a un", "Au secours, un", "Je vois de la fumée, un", "C'est un petit", "Un voisin signale un",
+                 "Attention, un"),
+    "gaz": ("Ça sent le", "Ça pue le", "On sent le", "Coupez le", "Une explosion de", "Il y a du"),
+    "effondrement": ("Il y a eu un", "Au secours, un", "On craint un", "C'est un énorme", "Attention, un",
+                     "Le plafond, un"),
+    "électrocution": ("Il a eu une", "Au secours, une", "Sans doute une", "C'est une", "Il a touché la prise, une",
+                      "Encore une"),
+}
+assert set(KEYWORD_CONTEXTS) == set(KEYWORDS)
+# The near-misses a keyword's contexts also precede in keyword-free sentences, so that the context alone
+# never tells the keyword: « ça sent le gazon » as well as « ça sent le gaz ».
+NEAR_MISSES_OF = {
+    "malaise": ("malade", "malin"), "hémorragie": ("hémisphère",), "brûlure": ("brume",), "intoxication": (),
+    "violences": ("violon", "violette"), "agression": ("agressif", "agrafe"),
+    "vol": ("volet", "volume", "volant", "volaille", "volcan"), "cambriolage": ("cambrousse",),
+    "incendie": ("incident",), "gaz": ("gazon", "gazelle"), "effondrement": (),
+    "électrocution": ("électricien", "électronique"),
+}
+OPENERS = ("", "Allô,", "Oui,", "Écoutez,", "Bonjour,", "Vite,")
+
+
+def sentence_segments(rng, keywords: tuple[str, ...], contexts: bool = False) -> list[tuple[str, str | None]]:
     """One caller sentence as (text, keyword or None) segments; keyword-free when `keywords` is empty.
 
     The keyword segment is the keyword alone, so its start and end can be timed; its article is the
-    end of the previous segment.
+    end of the previous segment. With `contexts`, each keyword follows one of its KEYWORD_CONTEXTS instead
+    of a template's prefix and article, and a keyword-free sentence puts a near-miss after one.
     """
     def pick(seq):
         return seq[int(rng.integers(len(seq)))]
 
+    if contexts:
+        return _context_segments(pick, keywords)
     segs: list[tuple[str, str | None]] = []
     prefix = pick(PREFIXES)
     if rng.random() < 0.25:
@@ -200,6 +244,25 @@ def sentence_segments(rng, keywords: tuple[str, ...]) -> list[tuple[str, str | N
         segs += [(f"{lead} {article}", None), (word, kw)]
         if rng.random() < 0.15:  # the caller repeats it
             segs += [(f", oui, {article}", None), (word, kw)]
+    suffix = pick(SUFFIXES)
+    if suffix:
+        segs.append((suffix, None))
+    return segs
+
+
+def _context_segments(pick, keywords: tuple[str, ...]) -> list[tuple[str, str | None]]:
+    def lowered(text: str) -> str:
+        return text[0].lower() + text[1:]
+
+    opener = pick(OPENERS)
+    segs: list[tuple[str, str | None]] = []
+    if not keywords:
+        kw = pick([k for k in KEYWORDS if NEAR_MISSES_OF[k]])
+        segs.append((f"{opener} {lowered(pick(KEYWORD_CONTEXTS[kw]))} {pick(NEAR_MISSES_OF[kw])}".strip(), None))
+    for i, kw in enumerate(keywords):
+        lead = pick(KEYWORD_CONTEXTS[kw])
+        lead = f"et {lowered(lead)}" if i else (f"{opener} {lowered(lead)}" if opener else lead)
+        segs += [(lead, None), (kw, kw)]
     suffix = pick(SUFFIXES)
     if suffix:
         segs.append((suffix, None))

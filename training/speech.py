@@ -79,7 +79,9 @@ class Speaker:
 # "diphones" is MBROLA alone, most of it spoken by the real speakers of other languages' voices
 # (diphones.py: French with their accent), a third of those also moved by Praat.
 # Each kind with its Kokoro (share, cap): Kokoro costs ~4 s of CPU a sentence here, the others ~0.1 s.
-EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800), "diphones": (0.0, 0)}
+# "contexts" keeps the training voices and says each keyword after one of `corpus.KEYWORD_CONTEXTS` instead of
+# a template's prefix and article.
+EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800), "diphones": (0.0, 0), "contexts": (0.15, 300)}
 FOREIGN_SHARE = 0.8  # of the "diphones" utterances
 
 
@@ -371,7 +373,8 @@ def plan(split: str, count: int, seed: int, kokoro_share: float,
         else:
             kws = (KEYWORDS[i % len(KEYWORDS)],)
         engine = "kokoro" if rng.random() < kokoro_share else ("mbrola" if rng.random() < mbrola_share else "espeak")
-        jobs.append((i, draw_speaker(rng, split, engine, extra), corpus.sentence_segments(rng, kws)))
+        jobs.append((i, draw_speaker(rng, split, engine, extra),
+                     corpus.sentence_segments(rng, kws, contexts=extra == "contexts")))
     return jobs
 
 
