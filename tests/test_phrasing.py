@@ -90,3 +90,12 @@ def test_training_contexts_never_end_as_a_caller_phrasing():
     for kw, leads in corpus.KEYWORD_CONTEXTS.items():
         for lead in leads:
             assert _last_words(lead) not in caller, (kw, lead)
+
+
+def test_training_endings_never_begin_as_a_caller_phrasing_continues():
+    def first_words(text: str) -> tuple[str, ...]:
+        return tuple(re.findall(r"[\w']+", text.lower())[:2])
+
+    caller = {first_words(after) for phrasings in phrasing.CALLER_PHRASINGS.values() for _, after in phrasings}
+    for ending in corpus.CONTEXT_ENDINGS:
+        assert first_words(ending) not in caller, ending

@@ -216,6 +216,11 @@ NEAR_MISSES_OF = {
     "électrocution": ("électricien", "électronique"),
 }
 OPENERS = ("", "Allô,", "Oui,", "Écoutez,", "Bonjour,", "Vite,")
+# Ends of those sentences besides the templates' SUFFIXES (half of them): a window also hears what follows a
+# short keyword. None begins with the two words a `training/phrasing.py` phrasing continues with.
+CONTEXT_ENDINGS = ("partout.", "qui s'échappe.", "encore une fois.", "vraiment, venez.", "je vous jure.",
+                   "tout de suite.", "là, maintenant.", "hein, vite.", "chez nous.", "près de l'école.",
+                   "en bas de l'immeuble.", "ce matin.", "pour la deuxième fois.", "sur la place du marché.")
 
 
 def sentence_segments(rng, keywords: tuple[str, ...], contexts: bool = False) -> list[tuple[str, str | None]]:
@@ -229,7 +234,7 @@ def sentence_segments(rng, keywords: tuple[str, ...], contexts: bool = False) ->
         return seq[int(rng.integers(len(seq)))]
 
     if contexts:
-        return _context_segments(pick, keywords)
+        return _context_segments(rng, pick, keywords)
     segs: list[tuple[str, str | None]] = []
     prefix = pick(PREFIXES)
     if rng.random() < 0.25:
@@ -250,7 +255,7 @@ def sentence_segments(rng, keywords: tuple[str, ...], contexts: bool = False) ->
     return segs
 
 
-def _context_segments(pick, keywords: tuple[str, ...]) -> list[tuple[str, str | None]]:
+def _context_segments(rng, pick, keywords: tuple[str, ...]) -> list[tuple[str, str | None]]:
     def lowered(text: str) -> str:
         return text[0].lower() + text[1:]
 
@@ -263,7 +268,7 @@ def _context_segments(pick, keywords: tuple[str, ...]) -> list[tuple[str, str | 
         lead = pick(KEYWORD_CONTEXTS[kw])
         lead = f"et {lowered(lead)}" if i else (f"{opener} {lowered(lead)}" if opener else lead)
         segs += [(lead, None), (kw, kw)]
-    suffix = pick(SUFFIXES)
+    suffix = pick(CONTEXT_ENDINGS) if rng.random() < 0.5 else pick(SUFFIXES)
     if suffix:
         segs.append((suffix, None))
     return segs
