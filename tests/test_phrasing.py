@@ -99,3 +99,12 @@ def test_training_endings_never_begin_as_a_caller_phrasing_continues():
     caller = {first_words(after) for phrasings in phrasing.CALLER_PHRASINGS.values() for _, after in phrasings}
     for ending in corpus.CONTEXT_ENDINGS:
         assert first_words(ending) not in caller, ending
+
+
+def test_the_calls_are_remade_when_a_phrasing_changes(monkeypatch):
+    before = phrasing.recipe(phrasing.jobs("callers", seed=0))
+    assert phrasing.recipe(phrasing.jobs("callers", seed=0)) == before
+    changed = dict(phrasing.CALLER_PHRASINGS, gaz=(("Ça sent le", "partout."), *phrasing.CALLER_PHRASINGS["gaz"][1:]))
+    monkeypatch.setattr(phrasing, "CALLER_PHRASINGS", changed)
+    assert phrasing.recipe(phrasing.jobs("callers", seed=0)) != before
+    assert phrasing.recipe(phrasing.jobs("callers", seed=1)) != phrasing.recipe(phrasing.jobs("callers", seed=0))

@@ -19,6 +19,7 @@ model's manifest (`metrics.phrasing`), and from there into the model card.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
@@ -119,6 +120,12 @@ def jobs(kind: str, seed: int) -> list[tuple[int, speech.Speaker, list]]:
     return out
 
 
+def recipe(planned: list[tuple[int, speech.Speaker, list]]) -> dict:
+    """What a set of phrasing calls says and who says it, as stamped beside the calls."""
+    text = json.dumps([(sp.id, sp.speed, sp.pitch, segs) for _, sp, segs in planned], ensure_ascii=False)
+    return {"utterances": len(planned), "sha256": hashlib.sha256(text.encode()).hexdigest()}
+
+
 def write_calls(utts: list[speech.Utterance], banks, out: Path, seed: int) -> Path:
     """One call per utterance: a short pause, the sentence, a second of pause, on the test calls' line."""
     out.mkdir(parents=True, exist_ok=True)
@@ -176,11 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     report = {}
     for kind in KINDS:
         calls_dir = args.data / "calls" / f"phrasing-{kind}"
-        if not (calls_dir / "labels.jsonl").exists():
-            planned = jobs(kind, args.seed)
+        planned = jobs(kind, args.seed)
+        # Remade whenever what they say changes, not only when missing: stale calls would pass for the new ones.
+        stamp, said = calls_dir / "recipe.json", recipe(planned)
+        if not (calls_dir / "labels.jsonl").exists() or not stamp.exists() or json.loads(stamp.read_text()) != said:
             with speech.speaking_pool(args.data, planned, args.workers) as pool:
                 utts = speech.say_all(pool, args.data, planned, f"speech {kind}")
             write_calls([u for u in utts if u.words], banks, calls_dir, seed=61 + KINDS.index(kind))
+            stamp.write_text(json.dumps(said) + "\n")
         report[kind] = measure(model, calls_dir)
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
