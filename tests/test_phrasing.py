@@ -23,7 +23,7 @@ def _template_contexts(kw: str) -> set[tuple[str, ...]]:
     window ending on the keyword still hears of its left."""
     article = corpus.ARTICLE[kw].rsplit(" ", 1)[0]
     leads = {*corpus.PREFIXES, *(f"{p}, {h}," for p in corpus.PREFIXES for h in corpus.HESITATIONS),
-             "et aussi", "et puis", "et en plus", "avec", "mais surtout", ", oui,"}
+             *corpus.CONNECTORS, ", oui,"}
     return {_last_words(f"{lead} {article}") for lead in leads}
 
 

@@ -165,6 +165,7 @@ SUFFIXES = (
     "mon code c'est quatre cinq deux huit.", "on a besoin d'aide.", "dans le parking du centre commercial.",
 )
 HESITATIONS = ("euh", "heu, attendez", "enfin", "comment dire", "oui", "voilà")
+CONNECTORS = ("et aussi", "et puis", "et en plus", "avec", "mais surtout")  # before a sentence's second keyword
 # Non-keyword phrases in the keyword's place: near-misses in context and ordinary call words.
 NEUTRAL_PHRASES = (
     "le volet qui claque", "le volume de la télé", "un volant cassé", "de la volaille", "du gazon brûlé",
@@ -245,7 +246,7 @@ def sentence_segments(rng, keywords: tuple[str, ...], contexts: bool = False) ->
             segs.append((f"et {pick(NEUTRAL_PHRASES)}", None))
     for i, kw in enumerate(keywords):
         article, word = ARTICLE[kw].rsplit(" ", 1)
-        lead = prefix if i == 0 else pick(("et aussi", "et puis", "et en plus", "avec", "mais surtout"))
+        lead = prefix if i == 0 else pick(CONNECTORS)
         segs += [(f"{lead} {article}", None), (word, kw)]
         if rng.random() < 0.15:  # the caller repeats it
             segs += [(f", oui, {article}", None), (word, kw)]

@@ -9,7 +9,7 @@ below, which no template of `corpus` contains (`tests/test_phrasing.py`) and whi
 in as many template sentences; each utterance goes alone through the test calls' line (held-out noise at
 5–20 dB SNR, G.711) into the live core at the shipped operating point (`triage replay`'s code path).
 
-    python -m training.phrasing                 # ~10 min here, most of it Kokoro
+    python -m training.phrasing                 # ~3 min here, most of it Kokoro
     triage replay data/calls/phrasing-callers/*.wav --labels data/calls/phrasing-callers/labels.jsonl
 
 The calls stay under `data/calls/phrasing-{callers,templates}/` with their labels; the figures go into the
