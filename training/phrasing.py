@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from training import corpus, speech
-from training.calibrate import call_banks
+from training.calibrate import call_banks, keyword_speakers
 from training.calls import degrade
 from triage.audio import TARGET_RATE, read_wav_16k, resample, write_wav
 from triage.keywords import KEYWORD_SERVICE, KEYWORDS
@@ -151,15 +152,14 @@ def write_calls(utts: list[speech.Utterance], banks, out: Path, seed: int) -> Pa
 def measure(model: KeywordModel, calls_dir: Path) -> dict:
     """Keyword recall and routes through the live core, by keyword and by engine."""
     labels = load_labels(calls_dir / "labels.jsonl")
-    speakers = {(r := json.loads(line))["file"]: r["voices"][0]
-                for line in (calls_dir / "labels.jsonl").read_text(encoding="utf-8").splitlines()}
+    speakers = keyword_speakers(calls_dir / "labels.jsonl")
     results = [replay_samples(model, read_wav_16k(calls_dir / f), f)
                for f in tqdm(labels, desc=f"replay {calls_dir.name}", unit="call")]
     m = score(results, labels)
     by: dict[str, dict[str, list[int]]] = {"keyword": {}, "engine": {}}
     for row in m.per_call:
         lbl = labels[row["file"]]
-        for group, key in (("keyword", lbl.keywords[0].keyword), ("engine", speakers[row["file"]].split(":")[0])):
+        for group, key in (("keyword", lbl.keywords[0].keyword), ("engine", speakers[row["file"]][0].split(":")[0])):
             hit = by[group].setdefault(key, [0, 0])
             hit[0] += row["detected"]
             hit[1] += row["keywords"]
@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (calls_dir / "labels.jsonl").exists() or not stamp.exists() or json.loads(stamp.read_text()) != said:
             with speech.speaking_pool(args.data, planned, args.workers) as pool:
                 utts = speech.say_all(pool, args.data, planned, f"speech {kind}")
+            shutil.rmtree(calls_dir, ignore_errors=True)  # no call of the old set left beside the new ones
             write_calls([u for u in utts if u.words], banks, calls_dir, seed=61 + KINDS.index(kind))
             stamp.write_text(json.dumps(said) + "\n")
         report[kind] = measure(model, calls_dir)
