@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training import speech, synth
+from training import export, speech, synth
 from training.augment import Banks, make_rirs, telephone
 from training.calls import degrade, speech_calls
 from training.dataset import _split
@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
                         "75% of the real French prompts (the share training mixes in as babble, so "
                         "the dev false alarms on them may come out low), half of Tux Paint's spoken descriptions",
             **calibration}
-        mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        export.save_manifest(mpath, manifest)
         print(json.dumps(calibration, indent=1, ensure_ascii=False))
         model = KeywordModel(args.model)  # skipping is measured with these thresholds
     k = model.streaming.smoothing_windows(model.classes)
@@ -595,7 +595,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"{100 * args.skip_max_loss:g} % of the dev detections of scoring every window, with no more "
                       f"dev false alarms and a dev latency p95 within {args.target_latency_p95} s (or no later than "
                       "scoring every window's)", "dev": rows}
-        mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        export.save_manifest(mpath, manifest)
         print(json.dumps({"skipping": chosen}, ensure_ascii=False))
 
     model = KeywordModel(args.model)  # reload: the spotter reads thresholds, smoothing and skipping from it
@@ -621,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": args.baseline.name, **evaluate_test(KeywordModel(args.baseline), test_dir, test_neg)}
     elif earlier:
         manifest["metrics"]["streaming_test"]["baseline"] = earlier
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     print(json.dumps({k: v for k, v in report.items() if k != "per_keyword"}, indent=1, ensure_ascii=False))
     print(f"calibrated and evaluated in {time.time() - t0:.0f} s; thresholds written to {mpath}")
     return 0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import dataset, evaluate
+from training import dataset, evaluate, export
 from training.voices import DEV_VOICES, TEST_VOICES
 from triage.keywords import CLASSES, SILENCE
 from triage.model import KeywordModel, manifest_path_for
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_path.write_text(json.dumps(evals, indent=1, ensure_ascii=False))
     evaluate.plot_confusions(report, args.model.with_name(args.model.stem + "_confusion.png"),
                              f"{args.model.stem} on held-out synthetic voices (rows: true class)")
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     print(f"{mpath}: clips.silence_weight {weight:g}; now `python -m training.model_card`")
     return 0
 

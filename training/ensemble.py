@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     mpath = manifest_path_for(args.out)
     # the model and its manifest are written together: a stale manifest is never left beside a new model
     onnx.save(model, str(args.out))
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     with np.load(args.eval_set, allow_pickle=True) as z:
         ev = dataset.EvalSet.from_arrays(z)
     report = clip_report(args.out, ev)
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps({"ensemble": {"fine_tuned": report}}, indent=1, ensure_ascii=False))
     evaluate.plot_confusions(report, args.out.with_name(args.out.stem + "_confusion.png"),
                              f"{args.out.stem} on held-out synthetic voices (rows: true class)")
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     print(f"{args.out}: {len(args.members)} members; set its operating point with "
           f"python -m training.calibrate --model {args.out}")
     return 0

@@ -77,8 +77,13 @@ def write_manifest(onnx_path: Path, *, name: str, classes: list[str], params: Fe
     if step is not None:
         manifest["step"] = step
     out = manifest_path_for(onnx_path)
-    out.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    save_manifest(out, manifest)
     return out
+
+
+def save_manifest(path: Path, manifest: dict) -> None:
+    """Every manifest is written this one way, so a stage that rewrites it changes only the lines it changed."""
+    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def keras_onnx_max_delta(model, onnx_path: Path, x: np.ndarray) -> float:

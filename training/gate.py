@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
     manifest["gate"] = {"file": gate_path.name, "threshold": 0.0}
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     model = KeywordModel(args.model)
 
     dev, dev_gate = scored_streams(model, *material(args.data, "dev"))
@@ -239,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": f"{method}{THRESHOLD_RULE} the highest below the first that loses more than "
                   f"{100 * args.max_loss:.1f} % of this model's dev detections or adds a dev false alarm",
         "dev": dev_rows, "test": test_rows, "seconds": round(time.time() - t0)}
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     log(f"gate threshold {tau} written to {mpath} ({time.time() - t0:.0f} s)")
     return 0
 

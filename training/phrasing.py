@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training import corpus, speech
+from training import corpus, export, speech
 from training.calibrate import call_banks, keyword_speakers
 from training.calls import degrade
 from triage.audio import TARGET_RATE, read_wav_16k, resample, write_wav
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
     manifest["metrics"]["phrasing"] = {"method": METHOD, **report}
-    mpath.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    export.save_manifest(mpath, manifest)
     print(json.dumps(report, ensure_ascii=False, indent=1))
     return 0
 
