@@ -1,5 +1,6 @@
 """Training code on small inputs it makes itself (fast), and the whole pipeline on tiny sizes (slow)."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -125,16 +126,25 @@ def test_hard_negatives_are_the_windows_taken_for_a_keyword_and_none_of_none():
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs the training voices")
-@pytest.mark.parametrize("streamable", [False, True], ids=["windowed", "streamable"])
-def test_whole_pipeline_on_tiny_sizes(tmp_path, streamable):
+@pytest.mark.parametrize("variant", ["windowed", "streamable", "contexts-from-start"])
+def test_whole_pipeline_on_tiny_sizes(tmp_path, variant):
+    options = {"windowed": [], "streamable": ["--streamable"],
+               "contexts-from-start": ["--extra-voices", "contexts", "--extra-speech", "8", "--extra-from-start",
+                                       "--mining-rounds", "1", "--extra-rounds", "1"]}[variant]
     r = subprocess.run([sys.executable, "-m", "training", "--per-keyword", "10", "--per-base-word", "10",
                         "--base-epochs", "1", "--head-epochs", "1", "--finetune-epochs", "1", "--ds-epochs", "1",
-                        "--speech-train", "30", "--speech-passes", "1", "--mining-epochs", "1",
-                        *(["--streamable"] if streamable else []),
+                        "--speech-train", "30", "--speech-passes", "1", "--mining-epochs", "1", *options,
                         "--models", str(tmp_path / "models"),
                         "--stages", str(tmp_path / "stages")], capture_output=True, text=True,
                        timeout=3600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "models" / "kws12.onnx").exists() and (tmp_path / "models" / "kws12.json").exists()
     model = KeywordModel(tmp_path / "models" / "kws12.onnx")
-    assert (model.stepper is not None) == streamable
+    assert (model.stepper is not None) == (variant == "streamable")
+    if variant == "contexts-from-start":
+        arch = next((tmp_path / "stages").glob("ds_cnn*"))
+        assert (arch / "base.keras").exists() and not (arch / "kws.keras").exists()  # the base is shared
+        assert {p.name for p in (arch / "with-contexts8").glob("*.keras")} == {
+            "kws.keras", "kws_fresh_mined1-v3.keras", "kws_fresh_mined2-contexts8-v3.keras"}
+        assert "8 utterances of the contexts extra voices" in json.loads(
+            (tmp_path / "models" / "kws12.json").read_text())["metrics"]["architecture"]

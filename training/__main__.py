@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-rounds", type=int, default=0,
                     help="mining rounds after the others, on the training speech plus the extra voices (measured: "
                          "training/README.md)")
+    ap.add_argument("--extra-from-start", action="store_true",
+                    help="the extra voices' speech joins the training speech from the transfer on, every mining "
+                         "round included (a network of its own, cached apart from the one trained without it)")
     ap.add_argument("--per-base-word", type=int, default=1200, help="base-model windows per English word")
     ap.add_argument("--base-epochs", type=int, default=12)
     ap.add_argument("--head-epochs", type=int, default=2)
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     synth.run(args.data, workers=args.workers)
     speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                           workers=args.workers)}
-    if args.extra_rounds:
+    with_extra = bool(args.extra_rounds or args.extra_from_start)
+    if with_extra:
         kokoro_share, kokoro_cap = speech.EXTRA_VOICES[args.extra_voices]
         speech_paths[args.extra_voices] = speech.build(
             args.data, "train", args.extra_speech, seed=1, kokoro_share=kokoro_share, kokoro_cap=kokoro_cap,
@@ -159,8 +163,10 @@ def main(argv: list[str] | None = None) -> int:
                                       passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
 
     speech_tr = speech_windows("train", args.speech_train, seed=0)
+    extra_tr = speech_windows(args.extra_voices, args.extra_speech, seed=1) if with_extra else None
+    if args.extra_from_start:
+        speech_tr = {k: np.concatenate([speech_tr[k], extra_tr[k]]) for k in ("x", "y")}
     kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
-    extra_tr = speech_windows(args.extra_voices, args.extra_speech, seed=1) if args.extra_rounds else None
     log("training windows: " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(kw_tr["y"],
                                                                       minlength=len(CLASSES)), strict=True)))
 
@@ -175,21 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     shape = (params.window_frames, params.n_mels)
     results = {}
     for arch in args.archs.split(","):
-        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / _cache_name(arch, args))
+        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / _cache_name(arch, args),
+                                   stages / _cache_name(arch, args) / _french_subdir(args))
 
     ds = results["ds_cnn"]
+    french = stages / _cache_name("ds_cnn", args) / _french_subdir(args)
     if args.mining_rounds or args.extra_rounds:
         train_utts = speech.load(speech_paths["train"])
+        if args.extra_from_start:
+            train_utts += speech.load(speech_paths[args.extra_voices])
         banks = dataset.load_pools(args.data, "fr", held_out=False).banks
     if args.mining_rounds:
         for rnd in range(1, args.mining_rounds + 1):
-            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params,
-                            stages / _cache_name("ds_cnn", args))
+            ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params, french)
     if args.extra_rounds:
-        extra_utts = speech.load(speech_paths[args.extra_voices])
+        extra_utts = [] if args.extra_from_start else speech.load(speech_paths[args.extra_voices])
         for rnd in range(args.mining_rounds + 1, args.mining_rounds + args.extra_rounds + 1):
             ds = mine_round(ds, rnd, args, words_tr, ev, train_utts + extra_utts, banks, params,
-                            stages / _cache_name("ds_cnn", args), tag=f"-{args.extra_voices}{args.extra_speech}")
+                            french, tag=f"-{args.extra_voices}{args.extra_speech}")
     stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
 
     log("stage 5: export and model card")
@@ -208,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
         from training import headfit
 
         log("stage 5b: the last layer refitted, class-balanced, on the running-speech windows")
-        refit = headfit.refit(onnx_path, speech_tr if not args.extra_rounds else {k: np.concatenate(
-            [speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, step=step)
+        refit = headfit.refit(onnx_path, speech_tr if not args.extra_rounds or args.extra_from_start else {
+            k: np.concatenate([speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, step=step)
         step = refit.pop("step", step)
     metrics = {
         "architecture": f"ds_cnn (depthwise-separable CNN, width {args.width}, block strides {args.ds_blocks}"
@@ -217,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"{', PCEN front end' if args.frontend == 'pcen' else ''}), "
                         "transferred from an 8-word English base" + (
                             "; last layer refitted class-balanced on the running-speech windows" if refit else "")
-                        + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else ""),
+                        + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else "")
+                        + (f"; trained with {args.extra_speech} utterances of the {args.extra_voices} extra voices "
+                           "in its running speech" if args.extra_from_start else ""),
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": evaluate.summary(ds["head"]), "fine_tuned": evaluate.summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
@@ -267,15 +278,17 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     return base, base_acc, seconds
 
 
-def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
-    """Base 8-word model, then transfer to the 14 classes: head only, then fine-tuning. Cached per arch."""
+def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path, french: Path) -> dict:
+    """Base 8-word model (cached in `cache`, per arch), then transfer to the 14 classes: head only, then
+    fine-tuning (cached in `french`)."""
     cache.mkdir(parents=True, exist_ok=True)
-    done = cache / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
+    french.mkdir(parents=True, exist_ok=True)
+    done = french / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
     if done.exists() and not args.retrain:
         r = json.loads(done.read_text())
-        log(f"{arch}: trained models found in {cache}")
+        log(f"{arch}: trained models found in {french}")
         return {**r, "base": models.load(cache / "base.keras"),
-                "kws": models.load(cache / "kws.keras")}
+                "kws": models.load(french / "kws.keras")}
     base, base_acc, seconds = train_base(arch, args, shape, base_tr, base_ev, cache)
 
     log(f"stage 4 ({arch}): transfer to 14 classes")
@@ -297,7 +310,7 @@ def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path)
                                         "ds_cnn fine-tune all layers", batch=128, schedule=True))
     ft = evaluate.evaluate(lambda x: kws.predict(x[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"{arch} fine-tuned", ft)
-    kws.save(cache / "kws.keras")
+    kws.save(french / "kws.keras")
     r = {"base_acc": base_acc, "head": head, "ft": ft, "seconds": seconds}
     done.write_text(json.dumps(r))
     # Transfer shares the base's layers, so `base` now holds fine-tuned weights: the base model itself
@@ -358,6 +371,11 @@ def _cache_name(arch: str, args) -> str:
         return arch
     return (f"ds_cnn-w{args.width}-b{args.ds_blocks}{'-streamable' if args.streamable else ''}"
             f"{'-maxpool' if args.pool == 'max' else ''}{'-pcen' if args.frontend == 'pcen' else ''}")
+
+
+def _french_subdir(args) -> str:
+    """Where a network trained with extra voices from the start is cached, beside the one trained without."""
+    return f"with-{args.extra_voices}{args.extra_speech}" if args.extra_from_start else ""
 
 
 def _provenance(lang: str) -> dict:
