@@ -119,6 +119,12 @@ def test_the_cached_plans_draw_as_they_did():
     assert digest(speech.plan("train", 2000, 1, 0.3, extra="wide")) == "3e3d9e47ddb9174e"
 
 
+def test_templates_extra_speech_is_the_training_plan_drawn_again():
+    assert speech.plan("train", 200, seed=1, kokoro_share=0.15, extra="templates") == speech.plan(
+        "train", 200, seed=1, kokoro_share=0.15)
+    assert speech.plan("train", 200, seed=1, kokoro_share=0.15) != speech.plan("train", 200, seed=0, kokoro_share=0.15)
+
+
 def test_contexts_speech_keeps_training_voices_and_says_keywords_after_their_contexts():
     jobs = speech.plan("train", 300, seed=1, kokoro_share=0.15, extra="contexts")
     said = [(segs[i - 1][0], kw) for _, _, segs in jobs for i, (_, kw) in enumerate(segs) if kw]

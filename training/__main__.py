@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-voices", choices=list(speech.EXTRA_VOICES), default="wide",
                     help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, the natural "
                          "ones only, MBROLA with other languages' speakers (training/diphones.py), or the training "
-                         "voices saying keywords in other contexts than the templates' (corpus.KEYWORD_CONTEXTS)")
+                         "voices saying keywords in other contexts than the templates' (corpus.KEYWORD_CONTEXTS), "
+                         "or more template sentences of the training voices (the control of the contexts)")
     ap.add_argument("--extra-speech", type=int, default=2000,
                     help="running-speech utterances of the extra voices planned (Kokoro capped: speech.EXTRA_VOICES)")
     ap.add_argument("--extra-rounds", type=int, default=0,

@@ -80,8 +80,10 @@ class Speaker:
 # (diphones.py: French with their accent), a third of those also moved by Praat.
 # Each kind with its Kokoro (share, cap): Kokoro costs ~4 s of CPU a sentence here, the others ~0.1 s.
 # "contexts" keeps the training voices and says each keyword after one of `corpus.KEYWORD_CONTEXTS` instead of
-# a template's prefix and article.
-EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800), "diphones": (0.0, 0), "contexts": (0.15, 300)}
+# a template's prefix and article. "templates" is the training plan itself, other draws: more of the same speech, the
+# control that tells the contexts' gain from the gain of more speech.
+EXTRA_VOICES = {"wide": (0.3, 600), "natural": (0.45, 800), "diphones": (0.0, 0), "contexts": (0.15, 300),
+                "templates": (0.15, 300)}
 FOREIGN_SHARE = 0.8  # of the "diphones" utterances
 
 
