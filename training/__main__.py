@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
 
     speech_tr = speech_windows("train", args.speech_train, seed=0)
     extra_tr = speech_windows(args.extra_voices, args.extra_speech, seed=1) if with_extra else None
-    if args.extra_from_start:
-        speech_tr = {k: np.concatenate([speech_tr[k], extra_tr[k]]) for k in ("x", "y")}
+    if args.extra_from_start:  # then part of the training speech itself, not extra to it
+        speech_tr, extra_tr = {k: np.concatenate([speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, None
     kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
     log("training windows: " + ", ".join(f"{c} {n}" for c, n in zip(CLASSES, np.bincount(kw_tr["y"],
                                                                       minlength=len(CLASSES)), strict=True)))
@@ -182,11 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     shape = (params.window_frames, params.n_mels)
     results = {}
     for arch in args.archs.split(","):
-        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / _cache_name(arch, args),
-                                   stages / _cache_name(arch, args) / _french_subdir(args))
+        results[arch] = train_arch(arch, args, shape, base_tr, base_ev, kw_tr, ev, stages / _cache_name(arch, args))
 
     ds = results["ds_cnn"]
-    french = stages / _cache_name("ds_cnn", args) / _french_subdir(args)
+    french = _french_cache(stages / _cache_name("ds_cnn", args), args)
     if args.mining_rounds or args.extra_rounds:
         train_utts = speech.load(speech_paths["train"])
         if args.extra_from_start:
@@ -218,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         from training import headfit
 
         log("stage 5b: the last layer refitted, class-balanced, on the running-speech windows")
-        refit = headfit.refit(onnx_path, speech_tr if not args.extra_rounds or args.extra_from_start else {
+        refit = headfit.refit(onnx_path, speech_tr if extra_tr is None else {
             k: np.concatenate([speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, step=step)
         step = refit.pop("step", step)
     metrics = {
@@ -279,10 +278,10 @@ def train_base(arch: str, args, shape, base_tr, base_ev, cache: Path):
     return base, base_acc, seconds
 
 
-def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path, french: Path) -> dict:
+def train_arch(arch: str, args, shape, base_tr, base_ev, kw_tr, ev, cache: Path) -> dict:
     """Base 8-word model (cached in `cache`, per arch), then transfer to the 14 classes: head only, then
-    fine-tuning (cached in `french`)."""
-    cache.mkdir(parents=True, exist_ok=True)
+    fine-tuning (cached in `_french_cache`)."""
+    french = _french_cache(cache, args)
     french.mkdir(parents=True, exist_ok=True)
     done = french / f"result_v{dataset.VERSION}_{len(kw_tr['y'])}.json"
     if done.exists() and not args.retrain:
@@ -374,9 +373,10 @@ def _cache_name(arch: str, args) -> str:
             f"{'-maxpool' if args.pool == 'max' else ''}{'-pcen' if args.frontend == 'pcen' else ''}")
 
 
-def _french_subdir(args) -> str:
-    """Where a network trained with extra voices from the start is cached, beside the one trained without."""
-    return f"with-{args.extra_voices}{args.extra_speech}" if args.extra_from_start else ""
+def _french_cache(cache: Path, args) -> Path:
+    """The French networks of an architecture's cache: one trained with extra voices from the start apart, beside
+    the one trained without (the 8-word base stays shared in `cache`)."""
+    return cache / f"with-{args.extra_voices}{args.extra_speech}" if args.extra_from_start else cache
 
 
 def _provenance(lang: str) -> dict:
