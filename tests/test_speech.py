@@ -146,3 +146,29 @@ def test_contexts_speech_keeps_training_voices_and_says_keywords_after_their_con
         for i, (_, kw) in enumerate(segs):
             if kw:
                 assert segs[i - 1][0].endswith(" " + corpus.ARTICLE[kw].rsplit(" ", 1)[0])
+
+
+def test_a_cached_chunk_is_said_again_when_the_plan_says_something_else(tmp_path, monkeypatch):
+    """Cache names carry the plan's parameters, not its sentences: a chunk made before a corpus change must not
+    pair its old audio with the new plan."""
+    def jobs(seed):
+        rng = np.random.default_rng(seed)
+        return [(i, speech.Speaker(f"espeak:fr+m{i % 7 + 1}", "espeak", f"fr+m{i % 7 + 1}", 1.0, 50),
+                 corpus.sentence_segments(rng, (kw,))) for i, kw in enumerate(KEYWORDS[:10])]
+    first, changed = jobs(5), jobs(6)
+    monkeypatch.setattr(speech, "plan", lambda *a, **k: list(first))
+    [path] = speech.build(tmp_path, "dev", 10, kokoro_share=0, workers=1)
+    said = speech.load([path])
+    assert [u.text for u in said] == [" ".join(t for t, _ in segs) for _, _, segs in first]
+
+    speech.save(path, said[:2] + said[3:])  # an utterance a voice could not say is left out of its chunk
+    assert speech.holds_plan(path, first)
+    assert not speech.holds_plan(path, [first[1], first[0], *first[2:]])  # the same sentences in another order
+    made = path.stat().st_mtime_ns
+    speech.build(tmp_path, "dev", 10, kokoro_share=0, workers=1)
+    assert path.stat().st_mtime_ns == made  # kept: it says what the plan says
+
+    monkeypatch.setattr(speech, "plan", lambda *a, **k: list(changed))
+    assert not speech.holds_plan(path, changed)
+    speech.build(tmp_path, "dev", 10, kokoro_share=0, workers=1)
+    assert [u.text for u in speech.load([path])] == [" ".join(t for t, _ in segs) for _, _, segs in changed]

@@ -23,6 +23,7 @@ import json
 import multiprocessing as mp
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -416,10 +417,24 @@ def build(data: Path, split: str, count: int, seed: int = 0, kokoro_share: float
                           f"-kokoro{kokoro_cap}-s{seed}-{c // chunk:03d}.npz")
             paths.append(path)
             if path.exists():
-                continue
+                if holds_plan(path, jobs[c: c + chunk]):
+                    continue
+                # The name keys the cache, not what is said: a corpus or voice change since the chunk was made
+                # would pair its old audio with new sentences
+                print(f"{path}: not what the plan now says (corpus or voices changed since it was made); "
+                      "synthesizing it again", file=sys.stderr, flush=True)
             desc = f"speech {split} {c // chunk + 1}/{-(-len(jobs) // chunk)}"
             save(path, say_all(pool, data, jobs[c: c + chunk], desc))
     return paths
+
+
+def holds_plan(path: Path, jobs: list) -> bool:
+    """Whether a chunk on disk says what `jobs` plan: their sentences by their speakers, in order, those a voice
+    could not say left out (`say_all`). Only the text and speaker arrays are read, not the audio."""
+    with np.load(path, allow_pickle=True) as z:
+        said = list(zip(map(str, z["text"]), map(str, z["speaker"]), strict=True))
+    planned = iter((" ".join(t for t, _ in segs), sp.id) for _, sp, segs in jobs)
+    return len(said) >= len(jobs) - len(jobs) // 10 and all(any(p == s for p in planned) for s in said)
 
 
 def speaking_pool(data: Path, jobs: list, workers: int):
