@@ -121,6 +121,7 @@ def test_hard_negatives_are_the_windows_taken_for_a_keyword_and_none_of_none():
     x = np.zeros((5, 2, 2), np.float16)
     x[:, 0, 0] = [0.1, 0.5, 0.19, 0.25, 0.9]
     assert hard_negatives(predict, x, batch=2).tolist() == [1, 3, 4]
+    assert hard_negatives(predict, x, batch=2, rows=np.array([0, 2, 4])).tolist() == [4]  # indices into x
     assert hard_negatives(predict, x[:0]).tolist() == []
 
 

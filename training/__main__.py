@@ -341,24 +341,24 @@ def mine_round(ds: dict, rnd: int, args, words_tr, ev, utts, banks, params, cach
     x, y = windows.build(utts, banks, params, seed=100 + rnd, passes=1, unknown_per_utt=10**6,
                          workers=args.workers)
     unknown = np.nonzero(y == CLASSES.index(UNKNOWN))[0]
-    pool = x[unknown]
     kws = ds["kws"]
-    idx = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool)
-    log(f"mining round {rnd}: {len(idx)} of {len(pool)} keyword-free training windows score ≥ 0.2 on a keyword")
+    mined = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), x, rows=unknown)
+    log(f"mining round {rnd}: {len(mined)} of {len(unknown)} keyword-free training windows score ≥ 0.2 on a keyword")
     rng = np.random.default_rng(rnd)
     fresh = np.concatenate([np.nonzero(y != CLASSES.index(UNKNOWN))[0],
                             rng.choice(unknown, size=min(len(unknown), 3 * len(utts)), replace=False)])
+    negatives = x[mined]
     train = mining.with_negatives({"x": np.concatenate([words_tr["x"], x[fresh]]),
-                                   "y": np.concatenate([words_tr["y"], y[fresh]])}, pool[idx])
+                                   "y": np.concatenate([words_tr["y"], y[fresh]])}, negatives)
     del x, y
     fit(kws, train["x"], train["y"], args.mining_epochs, 3e-4, f"mining round {rnd} fine-tune", batch=128,
         schedule=True, augment=(specaugment.SpecAugment(), params) if args.spec_augment else None)
-    after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), pool[idx])
+    after = mining.hard_negatives(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), negatives)
     ft = evaluate.evaluate(lambda b: kws.predict(b[..., None], verbose=0, batch_size=512), ev)
     _log_report(f"after mining round {rnd}", ft)
     info = {"round": rnd, **voices,
-            **({"spec_augment": True} if args.spec_augment else {}), "pool_windows": int(len(pool)),
-            "mined": int(len(idx)),
+            **({"spec_augment": True} if args.spec_augment else {}), "pool_windows": int(len(unknown)),
+            "mined": int(len(mined)),
             "mined_still_above_0.2": int(len(after)), "train_windows": int(len(train["y"])),
             "seconds": round(time.time() - t)}
     kws.save(path)

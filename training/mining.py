@@ -13,13 +13,16 @@ import numpy as np
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
 
 
-def hard_negatives(predict, x_unknown: np.ndarray, floor: float = 0.2, batch: int = 2048) -> np.ndarray:
-    """Indices of windows whose highest keyword probability is at least `floor` (none of no windows: a
-    tiny run, or a model that mines nothing, rescores an empty set after its round)."""
+def hard_negatives(predict, x: np.ndarray, floor: float = 0.2, batch: int = 2048,
+                   rows: np.ndarray | None = None) -> np.ndarray:
+    """Indices into x of the windows among `rows` (default: all) whose highest keyword probability is at least
+    `floor` (none of none: a tiny run, or a model that mines nothing, rescores an empty set after its round).
+    `rows` spares a copy of the keyword-free windows out of a round's gigabytes of windows."""
+    rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
     top = np.concatenate([np.zeros(0, np.float32)] + [
-        predict(x_unknown[i: i + batch].astype(np.float32))[:, : len(KEYWORDS)].max(axis=1)
-        for i in range(0, len(x_unknown), batch)])
-    return np.nonzero(top >= floor)[0]
+        predict(x[rows[i: i + batch]].astype(np.float32))[:, : len(KEYWORDS)].max(axis=1)
+        for i in range(0, len(rows), batch)])
+    return rows[top >= floor]
 
 
 def with_negatives(train: dict, x_neg: np.ndarray, repeat: int = 2) -> dict:

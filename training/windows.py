@@ -12,6 +12,7 @@ the spotter's 100 ms grid at a random offset. A window is:
 from __future__ import annotations
 
 import multiprocessing as mp
+import tempfile
 
 import numpy as np
 from tqdm import tqdm
@@ -56,7 +57,7 @@ def in_context(utt: Utterance, banks: Banks, rng: np.random.Generator, rate: int
     return aug.channel(x), [(k, s + shift, e + shift) for k, s, e in utt.words]
 
 
-def _windows(i: int) -> list[tuple[np.ndarray, str]]:
+def _windows(i: int) -> tuple[np.ndarray, list[int]]:
     utt: Utterance = _STATE["utts"][i]
     p: FeatureParams = _STATE["params"]
     rng = np.random.default_rng((_STATE["seed"], i))
@@ -64,7 +65,7 @@ def _windows(i: int) -> list[tuple[np.ndarray, str]]:
     x, words = in_context(utt, _STATE["banks"], rng, rate)
     frames = _STATE["extractor"].frames(x)
     hop = round(HOP_S * rate / p.hop_length)
-    length = p.window_samples / rate
+    length, window = p.window_samples / rate, (p.window_frames, p.n_mels)
     keyword, unknown, partial = [], [], []
     for f in range(int(rng.integers(hop)), len(frames) - p.window_frames + 1, hop):
         label = window_label(f * p.hop_length / rate, length, words)
@@ -74,8 +75,11 @@ def _windows(i: int) -> list[tuple[np.ndarray, str]]:
             continue
         (unknown if label == UNKNOWN else keyword).append((frames[f: f + p.window_frames], label))
     # Neighbouring windows of one keyword differ by a 100 ms shift: a few per keyword carry most of it.
-    return (_some(keyword, KEYWORD_WINDOWS * len(words), rng) + _some(partial, KEYWORD_WINDOWS * len(words), rng)
+    kept = (_some(keyword, KEYWORD_WINDOWS * len(words), rng) + _some(partial, KEYWORD_WINDOWS * len(words), rng)
             + _some(unknown, _STATE["unknown_per_utt"], rng))
+    # One float16 block per utterance crosses from the worker, not one float32 array per window
+    x = np.stack([w for w, _ in kept]).astype(np.float16) if kept else np.zeros((0, *window), np.float16)
+    return x, [MASKED if label is None else CLASSES.index(label) for _, label in kept]
 
 
 def _some(items: list, n: int, rng: np.random.Generator) -> list:
@@ -90,13 +94,19 @@ def build(utts: list[Utterance], banks: Banks, params: FeatureParams, seed: int,
     `masked`, windows holding part of a keyword are kept too (as many as keyword windows), labelled
     MASKED: for training/distill.py, whose teacher labels every window."""
     tasks = list(range(len(utts)))
-    xs, ys = [], []
-    for k in range(passes):
-        with mp.get_context("fork").Pool(workers, initializer=_init,
-                                         initargs=(utts, banks, params, (seed, k), unknown_per_utt, masked)) as pool:
-            for out in tqdm(pool.imap(_windows, tasks, chunksize=16), total=len(tasks),
-                            desc=f"running-speech windows, pass {k + 1}/{passes}", unit="utt"):
-                for frames, label in out:
-                    xs.append(frames.astype(np.float16))
-                    ys.append(MASKED if label is None else CLASSES.index(label))
-    return np.stack(xs), np.array(ys, dtype=np.int64)
+    ys: list[int] = []
+    # A mining round cuts every window of the training speech, gigabytes of them: each utterance's block is
+    # spooled to disk as it comes and the whole read back once, so they are never held twice (blocks freed
+    # on the heap do not go back to the system, and a join would need them and the result at once).
+    with tempfile.TemporaryFile() as spool:
+        for k in range(passes):
+            with mp.get_context("fork").Pool(workers, initializer=_init, initargs=(
+                    utts, banks, params, (seed, k), unknown_per_utt, masked)) as pool:
+                for x, labels in tqdm(pool.imap(_windows, tasks, chunksize=16), total=len(tasks),
+                                      desc=f"running-speech windows, pass {k + 1}/{passes}", unit="utt"):
+                    spool.write(x.tobytes())
+                    ys.extend(labels)
+        spool.flush()
+        spool.seek(0)
+        x = np.fromfile(spool, dtype=np.float16).reshape(len(ys), params.window_frames, params.n_mels)
+    return x, np.array(ys, dtype=np.int64)
