@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import corpus, dataset, evaluate, models, specaugment, speech, synth, windows
+from training import batches, corpus, dataset, evaluate, models, specaugment, speech, synth, windows
 from training.voices import HELD_OUT, VOICES
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
@@ -63,7 +63,7 @@ def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64, schedul
     if augment:
         model.fit(specaugment.batches(x, y, batch, *augment, seed=len(x)), epochs=epochs, verbose=2)
     else:
-        model.fit(x[..., None].astype(np.float32), y, epochs=epochs, batch_size=batch, shuffle=True, verbose=2)
+        model.fit(batches.shuffled(x, y, batch, seed=len(x)), epochs=epochs, verbose=2)
     return time.time() - t
 
 

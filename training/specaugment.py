@@ -58,23 +58,7 @@ class SpecAugment:
 
 
 def batches(x: np.ndarray, y: np.ndarray, batch: int, augment: SpecAugment, params: FeatureParams, seed: int):
-    """A keras.utils.PyDataset over (x, y), shuffled and augmented anew each epoch."""
-    import keras
+    """(x, y) shuffled and augmented anew each epoch (training/batches.py)."""
+    from training.batches import shuffled
 
-    class AugmentedWindows(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=1, use_multiprocessing=False)
-            self.rng = np.random.default_rng(seed)
-            self.order = self.rng.permutation(len(x))
-
-        def __len__(self) -> int:
-            return -(-len(x) // batch)
-
-        def __getitem__(self, i: int):
-            idx = np.sort(self.order[i * batch: (i + 1) * batch])
-            return augment(x[idx], self.rng, params)[..., None], y[idx]
-
-        def on_epoch_end(self) -> None:
-            self.order = self.rng.permutation(len(x))
-
-    return AugmentedWindows()
+    return shuffled(x, y, batch, seed, lambda xb, rng: augment(xb, rng, params))
