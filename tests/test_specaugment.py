@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from training.specaugment import SpecAugment, batches
+from training.batches import shuffled
+from training.specaugment import SpecAugment
 from triage.features import FeatureParams, mel_edges
 
 P = FeatureParams()
@@ -45,10 +46,11 @@ def test_masks_replace_at_most_their_spans_with_the_window_mean():
     assert changed.any()
 
 
-def test_batches_cover_every_window_once_per_epoch_with_its_label():
+def test_augmented_batches_cover_every_window_once_per_epoch_with_its_label():
     x = np.arange(10, dtype=np.float32)[:, None, None] * np.ones((10, 96, 40), np.float32)
     y = np.arange(10)
-    data = batches(x, y, 4, SpecAugment(warp=0.0, **NO_MASKS), P, seed=0)
+    augment = SpecAugment(warp=0.0, **NO_MASKS)
+    data = shuffled(x, y, 4, seed=0, transform=lambda xb, rng: augment(xb, rng, P))
     for _ in range(2):
         seen = []
         for i in range(len(data)):

@@ -60,10 +60,8 @@ def fit(model, x, y, epochs: int, lr: float, desc: str, batch: int = 64, schedul
                   metrics=["accuracy"])
     t = time.time()
     log(f"training {desc}: {len(x)} windows, {epochs} epochs" + (", SpecAugment" if augment else ""))
-    if augment:
-        model.fit(specaugment.batches(x, y, batch, *augment, seed=len(x)), epochs=epochs, verbose=2)
-    else:
-        model.fit(batches.shuffled(x, y, batch, seed=len(x)), epochs=epochs, verbose=2)
+    transform = (lambda xb, rng: augment[0](xb, rng, augment[1])) if augment else None
+    batches.fit(model, x, y, batch, seed=len(x), epochs=epochs, transform=transform)
     return time.time() - t
 
 

@@ -56,9 +56,3 @@ class SpecAugment:
 
         return bands(lo) * (1 - frac) + bands(hi) * frac
 
-
-def batches(x: np.ndarray, y: np.ndarray, batch: int, augment: SpecAugment, params: FeatureParams, seed: int):
-    """(x, y) shuffled and augmented anew each epoch (training/batches.py)."""
-    from training.batches import shuffled
-
-    return shuffled(x, y, batch, seed, lambda xb, rng: augment(xb, rng, params))
