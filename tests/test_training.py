@@ -130,7 +130,7 @@ def test_hard_negatives_are_the_windows_taken_for_a_keyword_and_none_of_none():
 @pytest.mark.parametrize("variant", ["windowed", "streamable", "contexts-from-start"])
 def test_whole_pipeline_on_tiny_sizes(tmp_path, variant):
     options = {"windowed": [], "streamable": ["--streamable"],
-               "contexts-from-start": ["--extra-voices", "contexts", "--extra-speech", "8", "--extra-from-start",
+               "contexts-from-start": ["--extra-voices", "contexts,templates", "--extra-speech", "8", "--extra-from-start",
                                        "--mining-rounds", "1", "--extra-rounds", "1"]}[variant]
     r = subprocess.run([sys.executable, "-m", "training", "--per-keyword", "10", "--per-base-word", "10",
                         "--base-epochs", "1", "--head-epochs", "1", "--finetune-epochs", "1", "--ds-epochs", "1",
@@ -145,7 +145,7 @@ def test_whole_pipeline_on_tiny_sizes(tmp_path, variant):
     if variant == "contexts-from-start":
         arch = next((tmp_path / "stages").glob("ds_cnn*"))
         assert (arch / "base.keras").exists() and not (arch / "kws.keras").exists()  # the base is shared
-        assert {p.name for p in (arch / "with-contexts8").glob("*.keras")} == {
-            "kws.keras", "kws_fresh_mined1-v3.keras", "kws_fresh_mined2-contexts8-v3.keras"}
-        assert "8 utterances of the contexts extra voices" in json.loads(
+        assert {p.name for p in (arch / "with-contexts+templates8").glob("*.keras")} == {
+            "kws.keras", "kws_fresh_mined1-v3.keras", "kws_fresh_mined2-contexts+templates8-v3.keras"}
+        assert "8 utterances of each of the contexts, templates extra voices" in json.loads(
             (tmp_path / "models" / "kws12.json").read_text())["metrics"]["architecture"]

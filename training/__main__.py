@@ -79,13 +79,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mining-rounds", type=int, default=6,
                     help="rounds after training, each on freshly augmented speech plus its hard negatives")
     ap.add_argument("--mining-epochs", type=int, default=1, help="fine-tuning epochs per mining round")
-    ap.add_argument("--extra-voices", choices=list(speech.EXTRA_VOICES), default="wide",
-                    help="the voices of --extra-rounds (speech.EXTRA_VOICES): further from French, the natural "
+    ap.add_argument("--extra-voices", type=_extra_kinds, default=("wide",),
+                    help="the voices of --extra-rounds (speech.EXTRA_VOICES; several joined by commas, each with "
+                         "--extra-speech utterances): further from French, the natural "
                          "ones only, MBROLA with other languages' speakers (training/diphones.py), or the training "
                          "voices saying keywords in other contexts than the templates' (corpus.KEYWORD_CONTEXTS), "
                          "or more template sentences of the training voices (the control of the contexts)")
     ap.add_argument("--extra-speech", type=int, default=2000,
-                    help="running-speech utterances of the extra voices planned (Kokoro capped: speech.EXTRA_VOICES)")
+                    help="running-speech utterances planned of each kind of extra voices (Kokoro capped: "
+                         "speech.EXTRA_VOICES)")
     ap.add_argument("--extra-rounds", type=int, default=0,
                     help="mining rounds after the others, on the training speech plus the extra voices (measured: "
                          "training/README.md)")
@@ -137,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     speech_paths = {"train": speech.build(args.data, "train", args.speech_train, kokoro_share=0.15, kokoro_cap=500,
                                           workers=args.workers)}
     with_extra = bool(args.extra_rounds or args.extra_from_start)
-    if with_extra:
-        kokoro_share, kokoro_cap = speech.EXTRA_VOICES[args.extra_voices]
-        speech_paths[args.extra_voices] = speech.build(
+    for kind in args.extra_voices if with_extra else ():
+        kokoro_share, kokoro_cap = speech.EXTRA_VOICES[kind]
+        speech_paths[kind] = speech.build(
             args.data, "train", args.extra_speech, seed=1, kokoro_share=kokoro_share, kokoro_cap=kokoro_cap,
-            workers=args.workers, extra=args.extra_voices)
+            workers=args.workers, extra=kind)
 
     stage_seconds = {"synthesis": round(time.time() - t0)}
     log("stage 2: datasets")
@@ -162,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                                       passes=args.speech_passes, workers=args.workers), strict=True)), args.rebuild)
 
     speech_tr = speech_windows("train", args.speech_train, seed=0)
-    extra_tr = speech_windows(args.extra_voices, args.extra_speech, seed=1) if with_extra else None
+    extra_tr = None
+    if with_extra:
+        kinds = [speech_windows(kind, args.extra_speech, seed=1) for kind in args.extra_voices]
+        extra_tr = {k: np.concatenate([w[k] for w in kinds]) for k in ("x", "y")}
+        del kinds
     if args.extra_from_start:  # then part of the training speech itself, not extra to it
         speech_tr, extra_tr = {k: np.concatenate([speech_tr[k], extra_tr[k]]) for k in ("x", "y")}, None
     kw_tr = {k: np.concatenate([words_tr[k], speech_tr[k]]) for k in ("x", "y")}
@@ -186,17 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     french = _french_cache(stages / _cache_name("ds_cnn", args), args)
     if args.mining_rounds or args.extra_rounds:
         train_utts = speech.load(speech_paths["train"])
+        extra_utts = [u for kind in args.extra_voices for u in speech.load(speech_paths[kind])] if with_extra else []
         if args.extra_from_start:
-            train_utts += speech.load(speech_paths[args.extra_voices])
+            train_utts, extra_utts = train_utts + extra_utts, []
         banks = dataset.load_pools(args.data, "fr", held_out=False).banks
     if args.mining_rounds:
         for rnd in range(1, args.mining_rounds + 1):
             ds = mine_round(ds, rnd, args, words_tr, ev, train_utts, banks, params, french)
     if args.extra_rounds:
-        extra_utts = [] if args.extra_from_start else speech.load(speech_paths[args.extra_voices])
         for rnd in range(args.mining_rounds + 1, args.mining_rounds + args.extra_rounds + 1):
             ds = mine_round(ds, rnd, args, words_tr, ev, train_utts + extra_utts, banks, params,
-                            french, tag=f"-{args.extra_voices}{args.extra_speech}")
+                            french, tag=f"-{_extra_name(args)}")
     stage_seconds["training"] = round(time.time() - t0) - sum(stage_seconds.values())
 
     log("stage 5: export and model card")
@@ -225,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
                         "transferred from an 8-word English base" + (
                             "; last layer refitted class-balanced on the running-speech windows" if refit else "")
                         + ("; mining rounds warped and masked afresh per batch" if args.spec_augment else "")
-                        + (f"; trained with {args.extra_speech} utterances of the {args.extra_voices} extra voices "
-                           "in its running speech" if args.extra_from_start else ""),
+                        + (f"; trained with {args.extra_speech} utterances of each of the "
+                           f"{', '.join(args.extra_voices)} extra voices in its running speech"
+                           if args.extra_from_start else ""),
         "held_out_voices": _provenance("fr")["held_out_voices"],
         "shipped": {"head_only": evaluate.summary(ds["head"]), "fine_tuned": evaluate.summary(ds["ft"]),
                     "base8_held_out_accuracy": ds["base_acc"], "train_seconds": ds["seconds"]},
@@ -374,7 +381,21 @@ def _cache_name(arch: str, args) -> str:
 def _french_cache(cache: Path, args) -> Path:
     """The French networks of an architecture's cache: one trained with extra voices from the start apart, beside
     the one trained without (the 8-word base stays shared in `cache`)."""
-    return cache / f"with-{args.extra_voices}{args.extra_speech}" if args.extra_from_start else cache
+    return cache / f"with-{_extra_name(args)}" if args.extra_from_start else cache
+
+
+def _extra_kinds(value: str) -> tuple[str, ...]:
+    kinds = tuple(value.split(","))
+    if unknown := [k for k in kinds if k not in speech.EXTRA_VOICES]:
+        raise argparse.ArgumentTypeError(f"unknown extra voices {', '.join(unknown)}: choose among "
+                                         f"{', '.join(speech.EXTRA_VOICES)}")
+    return kinds
+
+
+def _extra_name(args) -> str:
+    """The extra voices in cache names: `contexts6000` for one kind (as before several were allowed),
+    `contexts+templates6000` for two."""
+    return "+".join(args.extra_voices) + str(args.extra_speech)
 
 
 def _provenance(lang: str) -> dict:
