@@ -51,10 +51,10 @@ def shuffled(x: np.ndarray, y: np.ndarray, batch: int, seed: int, transform: Tra
 
 
 def fit(model, x: np.ndarray, y: np.ndarray, batch: int, seed: int, epochs: int,
-        transform: Transform | None = None) -> None:
-    """`model.fit` on `shuffled(x, y, …)`, holding x and y no longer than the fit."""
+        transform: Transform | None = None):
+    """`model.fit` on `shuffled(x, y, …)`, holding x and y no longer than the fit; its History."""
     data = shuffled(x, y, batch, seed, transform)
     try:
-        model.fit(data, epochs=epochs, verbose=2)
+        return model.fit(data, epochs=epochs, verbose=2)
     finally:
         data.release()

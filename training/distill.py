@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training import dataset, export, models, speech, windows
+from training import batches, dataset, export, models, speech, windows
 from training.__main__ import _provenance, cached, log
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS, UNKNOWN
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         p = teacher_posteriors(teacher, x)
         keep = epoch_windows(y, p, args.keyword_free, rng)
         w = rng.choice(len(words["y"]), size=min(len(words["y"]), args.words), replace=False)
-        xe = np.concatenate([x[keep], words["x"][w]])[..., None].astype(np.float32)
+        xe = np.concatenate([x[keep], words["x"][w]])
         ye = np.concatenate([targets(p[keep], y[keep], args.temperature),
                              targets(words_p[w], words["y"][w], args.temperature)])
         del x, p
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         kept = y[keep]
         log(f"epoch {epoch + 1}/{args.epochs}: {len(ye)} windows ({int((kept == windows.MASKED).sum())} part-keyword, "
             f"{int((kept == CLASSES.index(UNKNOWN)).sum())} keyword-free), peak lr {lr:.1e}")
-        fit = student.fit(xe, ye, epochs=1, batch_size=128, shuffle=True, verbose=2)
+        fit = batches.fit(student, xe, ye, 128, seed=epoch + 1000 * args.seed, epochs=1)
         history.append({"epoch": epoch + 1, "windows": int(len(ye)), "loss": round(float(fit.history["loss"][-1]), 4),
                         "seconds": round(time.time() - t)})
         del xe, ye

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training import dataset, export, models
+from training import batches, dataset, export, models
 from training.calibrate import Stream, as_unknown, material, skip_mask, skipping
 from triage.audio import read_wav_16k
 from triage.model import KeywordModel, ModelError, manifest_path_for
@@ -86,7 +86,7 @@ def train(x: np.ndarray, target: np.ndarray, width: int, epochs: int, seed: int 
     lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=epochs * (len(x) // batch + 1), alpha=0.02)
     gate.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy")
     log(f"training the gate: {len(x)} windows, {epochs} epochs, {gate.count_params()} parameters")
-    gate.fit(x[..., None].astype(np.float32), target, epochs=epochs, batch_size=batch, shuffle=True, verbose=2)
+    batches.fit(gate, x, target, batch, seed=seed, epochs=epochs)
     return gate
 
 
