@@ -130,8 +130,8 @@ def test_hard_negatives_are_the_windows_taken_for_a_keyword_and_none_of_none():
 @pytest.mark.parametrize("variant", ["windowed", "streamable", "contexts-from-start"])
 def test_whole_pipeline_on_tiny_sizes(tmp_path, variant):
     options = {"windowed": [], "streamable": ["--streamable"],
-               "contexts-from-start": ["--extra-voices", "contexts,templates", "--extra-speech", "8", "--extra-from-start",
-                                       "--mining-rounds", "1", "--extra-rounds", "1"]}[variant]
+               "contexts-from-start": ["--extra-voices", "contexts,templates", "--extra-speech", "8",
+                                       "--extra-from-start", "--mining-rounds", "1", "--extra-rounds", "1"]}[variant]
     r = subprocess.run([sys.executable, "-m", "training", "--per-keyword", "10", "--per-base-word", "10",
                         "--base-epochs", "1", "--head-epochs", "1", "--finetune-epochs", "1", "--ds-epochs", "1",
                         "--speech-train", "30", "--speech-passes", "1", "--mining-epochs", "1", *options,
