@@ -11,7 +11,7 @@ from training.streaming import step_model  # noqa: E402
 HOP = 8
 
 
-def _model(seed: int):
+def _model(seed: int, classes: int = 14, blocks: str = models.DS_BLOCKS):
     """A small streamable DS-CNN whose batch norms are set from data, layer by layer, as training would
     leave them: untrained, the activations die out with depth and every window gets the same output."""
     import keras
@@ -19,7 +19,7 @@ def _model(seed: int):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     x = _loud_and_quiet(rng, 64 * 96).reshape(64, 96, 40)
-    m = models.ds_cnn((96, 40), 14, norm_data=x, width=8, conv0_kernel=(8, 4), streamable=True)
+    m = models.ds_cnn((96, 40), classes, norm_data=x, width=8, conv0_kernel=(8, 4), streamable=True, blocks=blocks)
     for layer in m.layers:
         if layer.name.startswith("bn"):
             seen = keras.Model(m.input, layer.input).predict(x[..., None], verbose=0)
@@ -27,7 +27,7 @@ def _model(seed: int):
             layer.set_weights([rng.uniform(0.5, 1.5, g.shape), rng.normal(0, 0.5, b.shape),
                                seen.mean(axis=(0, 1, 2)), seen.var(axis=(0, 1, 2)) + 1e-3])
     w, _ = m.get_layer("head").get_weights()
-    m.get_layer("head").set_weights([w, rng.normal(0, 1, 14)])  # a zero bias would be folded away in ONNX
+    m.get_layer("head").set_weights([w, rng.normal(0, 1, classes)])  # a zero bias would be folded away in ONNX
     return m
 
 
@@ -176,3 +176,99 @@ def test_a_step_model_that_does_not_fit_is_refused_at_load(exported, tmp_path, c
     manifest_path_for(path).write_text(json.dumps(manifest))
     with pytest.raises(ModelError, match=error):
         KeywordModel(path)
+
+
+GATE_STREAMING = {"hop_s": 0.1, "smoothing": 2, "refractory_s": 1.0, "skip_below": 0.3, "skip_windows": 1}
+
+
+@pytest.fixture(scope="module")
+def step_gated(tmp_path_factory):
+    """A windowed full model behind a streamable gate, with a hop of 10 frames (so the gate's first hop starts
+    4 frames before the call): exported with the windowed gate only, and with its step model too. The gate's
+    threshold is its median score on a call's windows, so it turns about half of them away."""
+    import json
+
+    from training import export
+    from triage.features import FeatureParams
+    from triage.keywords import CLASSES
+    from triage.model import KeywordModel, manifest_path_for
+    from triage.spotter import call_windows
+
+    root = tmp_path_factory.mktemp("step_gate")
+    params = FeatureParams()
+    full, gate = _model(7), _model(8, classes=1, blocks="1x1,1x2,1x1")
+    paths = []
+    for name, with_step in (("windowed", False), ("stepped", True)):
+        path = root / name / "kws.onnx"
+        export.to_onnx(full, params, path)
+        export.write_manifest(path, name="t", classes=list(CLASSES), params=params, streaming=GATE_STREAMING,
+                              thresholds={k: 0.2 for k in CLASSES[:12]}, metrics={}, provenance={})
+        gate_path = path.with_name("kws_gate.onnx")
+        export.to_onnx(gate, params, gate_path)
+        section = {"file": gate_path.name, "threshold": 0.0}
+        if with_step:
+            section["step"] = export.to_onnx_step(gate, params, gate_path, 10, lead=4)
+        manifest = json.loads(manifest_path_for(path).read_text())
+        manifest_path_for(path).write_text(json.dumps({**manifest, "gate": section}))
+        paths.append(path)
+    model = KeywordModel(paths[0])
+    scores = model.gate.scores(call_windows(model, _call(9))[1])
+    for path in paths:
+        manifest = json.loads(manifest_path_for(path).read_text())
+        manifest["gate"]["threshold"] = float(np.median(scores))
+        manifest_path_for(path).write_text(json.dumps(manifest))
+    return tuple(paths)
+
+
+def test_a_step_gate_turns_away_the_windows_the_windowed_gate_turns_away(step_gated):
+    """The spotter steps the gate over every hop of a call, however the audio is chunked, and gets what scoring
+    each whole window with the windowed gate gets: the same windows for the full model, the same posteriors,
+    the same skips."""
+    from triage.model import KeywordModel
+    from triage.spotter import call_windows
+
+    windowed, stepped = (KeywordModel(p) for p in step_gated)
+    assert windowed.gate.step is None and stepped.gate.step is not None and stepped.version != windowed.version
+    call = _call(9)
+    _, windows = call_windows(windowed, call)
+    scores = windowed.gate.scores(windows)
+    assert 0.3 < np.mean(scores >= windowed.gate.threshold) < 0.7 and np.std(scores) > 1e-3
+    for seed in (10, 11):
+        want_times, want = _stepped_trace(windowed, call, seed)
+        got_times, got = _stepped_trace(stepped, call, seed + 5)
+        assert got_times == pytest.approx(want_times) and len(got_times) == len(windows)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_live_engine_steps_the_gate_on_the_tick_each_hop_completes(step_gated):
+    from engine_pace import engine_keeps_pace
+
+    from triage.model import KeywordModel
+
+    call = _call(12)
+    windows, ticks_that_took_audio = engine_keeps_pace(KeywordModel(step_gated[1]), call, 8000)
+    assert windows > 10 and ticks_that_took_audio <= len(call) / 16000 / GATE_STREAMING["hop_s"] + 1
+
+
+def test_a_step_gate_on_another_hop_is_refused_at_load(step_gated, tmp_path):
+    import json
+    import shutil
+
+    from triage.model import KeywordModel, ModelError, manifest_path_for
+
+    for f in step_gated[1].parent.iterdir():
+        shutil.copy2(f, tmp_path / f.name)
+    path = tmp_path / step_gated[1].name
+    manifest = json.loads(manifest_path_for(path).read_text())
+    manifest["streaming"]["hop_s"] = 0.08
+    manifest_path_for(path).write_text(json.dumps(manifest))
+    with pytest.raises(ModelError, match="gate's step model needs streaming.hop_s of exactly 10 frames"):
+        KeywordModel(path)
+
+
+def test_a_lead_across_a_time_stride_is_refused_at_export(tmp_path):
+    from training import export
+    from triage.features import FeatureParams
+
+    with pytest.raises(ValueError, match="not a multiple of the model's time stride 2"):
+        export.to_onnx_step(_model(8, classes=1, blocks="1x1"), FeatureParams(), tmp_path / "g.onnx", 10, lead=3)

@@ -37,16 +37,20 @@ def to_onnx(model, params: FeatureParams, path: Path) -> None:
     tf2onnx.convert.from_keras(model, input_signature=spec, opset=17, output_path=str(path))
 
 
-def to_onnx_step(model, params: FeatureParams, path: Path, hop_frames: int) -> dict:
+def to_onnx_step(model, params: FeatureParams, path: Path, hop_frames: int, lead: int = 0) -> dict:
     """The step model of a streamable ds_cnn (training/streaming.py) beside `path`, as `<stem>_step.onnx`;
-    returns the manifest's `step` section naming it."""
+    returns the manifest's `step` section naming it. `lead`: frames of zeros the serving side puts before a
+    call's first frame so that hops end where windows end (a gate's, triage.spotter); they must be a whole
+    number of the model's time strides, or the positions a window averages would be computed across them."""
     import hashlib
 
     import tensorflow as tf
     import tf2onnx
 
-    from training.streaming import step_model
+    from training.streaming import step_model, time_stride
 
+    if lead % time_stride(model):
+        raise ValueError(f"a lead of {lead} frames is not a multiple of the model's time stride {time_stride(model)}")
     step, states = step_model(model, hop_frames)
     spec = [tf.TensorSpec((None, hop_frames, params.n_mels, 1), tf.float32, name="frames"),
             *(tf.TensorSpec((None, *s.shape), tf.float32, name=s.name) for s in states)]

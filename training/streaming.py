@@ -61,6 +61,14 @@ def step_model(model, hop: int):
     return keras.Model(inputs, [x, *outputs], name="ds_cnn_step"), states
 
 
+def time_stride(model) -> int:
+    """Frames between two output positions of the model: the product of its layers' time strides."""
+    stride = 1
+    for layer in flat_layers(model):
+        stride *= _time_kernel(layer)[1]
+    return stride
+
+
 def _time_kernel(layer) -> tuple[int, int]:
     from keras import layers
 

@@ -357,7 +357,8 @@ def adapt(dataset: Path, model: KeywordModel, out_dir: Path, held_out: float = 0
                                "seed": seed, "shuffled_labels": shuffle_labels, "thresholds": thresholds}}
     manifest_path_for(path).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     if model.gate is not None:  # the adapted model keeps its parent's gate, named in the copied manifest
-        _place_beside(model.gate.path, out_dir)
+        for gate_file in (model.gate.path, *((model.gate.step.path,) if model.gate.step else ())):
+            _place_beside(gate_file, out_dir)
     adapted = KeywordModel(path)
 
     progress(f"measuring on {len(held_files)} held-out calls")
@@ -435,9 +436,10 @@ def promote(a: Adaptation, target: Path) -> Path:
 
     if a.refusals:
         raise AdaptError("not promoted: " + "; ".join(a.refusals))
-    for part in ("gate", "step"):  # files the manifest names, in place before the manifest that names them
-        if part in a.manifest:
-            _place_beside(a.model_path.parent / a.manifest[part]["file"], target.parent)
+    # files the manifest names, in place before the manifest that names them
+    for section in (a.manifest.get("gate"), a.manifest.get("gate", {}).get("step"), a.manifest.get("step")):
+        if section:
+            _place_beside(a.model_path.parent / section["file"], target.parent)
     for suffix in (".onnx", ".json", ".md"):
         src, dst = a.model_path.with_suffix(suffix), target.with_suffix(suffix)
         if dst.exists():

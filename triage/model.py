@@ -108,29 +108,15 @@ def _pinned_digest(path: Path, sha256: str | None, missing: str, differs: str) -
     return digest[:12]
 
 
-class KeywordGate:
-    """A cheap network in front of the full model (training/gate.py): only windows it scores at or above
-    its threshold are worth the full model's time."""
-
-    def __init__(self, path: Path, threshold: float, sha256: str | None, threads: int, expected: tuple[int, int]):
-        self.digest = _pinned_digest(path, sha256, "the gate the manifest names is missing (train it with "
-                                     "`python -m training.gate`)", "not the gate the manifest was calibrated with")
-        self.path, self.threshold = path, threshold
-        self._network = _OnnxNetwork(path, threads, expected)
-
-    def scores(self, windows: np.ndarray) -> np.ndarray:
-        """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
-        return self._network.run(windows).reshape(-1)
-
-
 class StepNetwork:
     """The model computed one hop at a time (training/streaming.py): a hop of new log-mel frames and the
     states the call's last hop left → the latest window's probabilities and the new states. It gives
     what the windowed model gives on each window, for a fraction of the work."""
 
-    def __init__(self, path: Path, sha256: str | None, hop_frames: int, threads: int, n_mels: int):
-        self.digest = _pinned_digest(path, sha256, "the step model the manifest names is missing",
-                                     "not the step model exported with this model")
+    def __init__(self, path: Path, sha256: str | None, hop_frames: int, threads: int, n_mels: int,
+                 what: str = "the step model"):
+        self.digest = _pinned_digest(path, sha256, f"{what} the manifest names is missing",
+                                     f"not {what} exported with this model")
         self.path, self.hop_frames = path, hop_frames
         self._network = _OnnxNetwork(path, threads, (hop_frames, n_mels))
         inputs = self._network.session.get_inputs()
@@ -147,6 +133,26 @@ class StepNetwork:
         feeds = {self._network.input_name: hops[..., None], **dict(zip(self.state_names, states, strict=True))}
         probs, *new = self._network.session.run(self._outputs, feeds)
         return probs, new
+
+
+class KeywordGate:
+    """A cheap network in front of the full model (training/gate.py): only windows it scores at or above
+    its threshold are worth the full model's time.
+
+    A gate may also come as a step model (`step`): the same network computed one hop at a time, which the
+    spotter runs on every hop of a live call for a fraction of the windowed gate's work; the windowed file
+    stays what offline tools score whole windows with, and both give the same score for a window."""
+
+    def __init__(self, path: Path, threshold: float, sha256: str | None, threads: int, expected: tuple[int, int],
+                 step: StepNetwork | None = None):
+        self.digest = _pinned_digest(path, sha256, "the gate the manifest names is missing (train it with "
+                                     "`python -m training.gate`)", "not the gate the manifest was calibrated with")
+        self.path, self.threshold, self.step = path, threshold, step
+        self._network = _OnnxNetwork(path, threads, expected)
+
+    def scores(self, windows: np.ndarray) -> np.ndarray:
+        """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
+        return self._network.run(windows).reshape(-1)
 
 
 class KeywordModel:
@@ -210,23 +216,35 @@ class KeywordModel:
         if "gate" in manifest:
             try:
                 g = manifest["gate"]
+                step = self._step_network(g["step"], threads, "the gate's step model") if "step" in g else None
                 self.gate = KeywordGate(self.path.parent / g["file"], float(g["threshold"]), g.get("sha256"),
-                                        threads, expected)
+                                        threads, expected, step)
             except (KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"{mpath}: the manifest's gate is missing or has a bad field: {e}") from None
             self.version += f"+gate@{self.gate.digest}"
+            if self.gate.step is not None:
+                self.version += f"+step@{self.gate.step.digest}"
+                if not self._hop_is(self.gate.step.hop_frames):
+                    raise ModelError(f"{mpath}: the gate's step model needs streaming.hop_s of exactly "
+                                     f"{self.gate.step.hop_frames} frames")
         self.stepper: StepNetwork | None = None
         if "step" in manifest:
             try:
-                st = manifest["step"]
-                self.stepper = StepNetwork(self.path.parent / st["file"], st.get("sha256"), int(st["hop_frames"]),
-                                           threads, self.features.n_mels)
+                self.stepper = self._step_network(manifest["step"], threads, "the step model")
             except (KeyError, TypeError, ValueError) as e:
                 raise ModelError(f"{mpath}: the manifest's step model is missing or has a bad field: {e}") from None
-            hop = self.streaming.hop_s * self.features.sample_rate / self.features.hop_length if self.streaming else 0
-            if abs(hop - self.stepper.hop_frames) > 1e-6 or self.gate or self.streaming.skip_windows:
+            if not self._hop_is(self.stepper.hop_frames) or self.gate or self.streaming.skip_windows:
                 raise ModelError(f"{mpath}: a step model needs streaming.hop_s of exactly {self.stepper.hop_frames} "
                                  "frames, and no gate or window skipping (every hop moves its states on)")
+
+    def _step_network(self, section: dict, threads: int, what: str) -> StepNetwork:
+        return StepNetwork(self.path.parent / section["file"], section.get("sha256"), int(section["hop_frames"]),
+                           threads, self.features.n_mels, what)
+
+    def _hop_is(self, frames: int) -> bool:
+        """Whether the manifest's streaming hop is exactly `frames` log-mel frames."""
+        p = self.features
+        return self.streaming is not None and abs(self.streaming.hop_s * p.sample_rate / p.hop_length - frames) < 1e-6
 
     @property
     def hop_frames(self) -> int:

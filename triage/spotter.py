@@ -15,7 +15,10 @@ import numpy as np
 
 from triage.features import FeatureParams, LogMelStream
 from triage.keywords import KEYWORD_SERVICE
-from triage.model import KeywordModel
+from triage.model import KeywordModel, StepNetwork
+
+# What `take_due` hands over in place of a window that a step gate turned away: scored as `_unknown_`.
+GATED = np.zeros((0, 0), np.float32)
 
 
 @dataclass(frozen=True)
@@ -66,12 +69,23 @@ class KeywordSpotter:
         # With a step model every hop is due from the call's start (its states must see every frame); the
         # hops before the first whole window only warm the states up.
         self.states = model.stepper.initial_states() if model.stepper else None
+        # A gate computed one hop at a time (KeywordGate.step) likewise sees every hop, each one ending where a
+        # window may end: its first hop is `lead` frames of zeros and then the call's first frames. The lead
+        # is a whole number of the gate's time strides (training/export.py checks it), so no position a window
+        # averages hears those zeros and the step gives each window the windowed gate's score exactly.
+        gate = model.gate
+        self._gate_step = gate.step if gate is not None else None
+        self.gate_states = self._gate_step.initial_states() if self._gate_step else None
+        self._gate_lead = (-p.window_frames) % model.hop_frames if self._gate_step else 0
+        self._gate_keep: bool | None = None  # the gate's verdict on the first due hop, until it is taken
         # Ring buffer of the latest `window` frames; never grows with call length.
         self._ring = np.zeros((self._window, p.n_mels), dtype=np.float32)
         self._ring_pos = 0
         self._placed = 0  # frames written to the ring so far
-        self._due: list[tuple[int, np.ndarray]] = []  # (frames seen when due, window) awaiting a score
-        # Handed to a scorer, awaiting `accept`; a window of None is skipped (streaming.skip_windows).
+        # (frames seen when due, window or None before the first whole one, the hop a step gate takes or None)
+        self._due: list[tuple[int, np.ndarray | None, np.ndarray | None]] = []
+        # Handed to a scorer, awaiting `accept`; a window of None is skipped (streaming.skip_windows), one of
+        # GATED was turned away by a step gate.
         self._taken: list[tuple[int, np.ndarray | None]] = []
         self._skip = 0  # windows still to skip
         self._skip_after = model.streaming.skip_below if model.streaming.skip_windows else 0.0
@@ -111,12 +125,18 @@ class KeywordSpotter:
             self._placed += 1
             seen = self._placed
             if self.states is not None and seen % self._hop_frames == 0:
-                self._due.append((seen, self._latest(self._hop_frames)))
+                self._due.append((seen, self._latest(self._hop_frames), None))
+            elif self._gate_step is not None and (seen + self._gate_lead) % self._hop_frames == 0:
+                self._due.append((seen, self._latest(self._window) if seen >= self._window else None,
+                                  self._latest(self._hop_frames)))
             elif self.states is None and seen >= self._window and (seen - self._window) % self._hop_frames == 0:
-                self._due.append((seen, self._latest(self._window)))
+                self._due.append((seen, self._latest(self._window), None))
 
     def _latest(self, n: int) -> np.ndarray:
-        """The last n frames placed, oldest first."""
+        """The last n frames placed, oldest first (zeros before the call's first frame)."""
+        if n > self._placed:
+            return np.concatenate([np.zeros((n - self._placed, self._ring.shape[1]), np.float32),
+                                   self._latest(self._placed)])
         at = (self._ring_pos - n) % self._window
         if at + n <= self._window:
             return self._ring[at: at + n].copy()
@@ -127,6 +147,8 @@ class KeywordSpotter:
         emitted, window, hop = self._frames.frames_emitted, self._window, self._hop_frames
         if self.states is not None:
             seen = (emitted // hop + 1) * hop
+        elif self._gate_step is not None:
+            seen = ((emitted + self._gate_lead) // hop + 1) * hop - self._gate_lead
         else:
             seen = window if emitted < window else window + ((emitted - window) // hop + 1) * hop
         p = self._params
@@ -146,14 +168,25 @@ class KeywordSpotter:
         next one to score are handed over, and `has_due` says whether another round is needed.
         """
         if self.states is not None:  # one hop a round: the next needs the states this one leaves
-            self._taken, self._due = self._due[:1], self._due[1:]
+            self._taken, self._due = [d[:2] for d in self._due[:1]], self._due[1:]
             return [w for _, w in self._taken]
+        if self._gate_step is not None and self._due:  # likewise, the hop the gate has just scored (`gate_scored`)
+            if self._gate_keep is None:
+                raise RuntimeError("the step gate must score a spotter's due hop before it is taken")
+            (seen, window, _), self._due = self._due[0], self._due[1:]
+            if window is not None and self._skip:
+                self._skip -= 1
+                window = None
+            elif window is not None and not self._gate_keep:
+                window = GATED
+            self._taken, self._gate_keep = [(seen, window)], None
+            return [w for _, w in self._taken if w is not None and w is not GATED]
         if not self._skip_after:
-            self._taken, self._due = self._due, []
+            self._taken, self._due = [d[:2] for d in self._due], []
             return [w for _, w in self._taken]
         taken, i = [], 0
         while i < len(self._due):
-            seen, window = self._due[i]
+            seen, window, _ = self._due[i]
             i += 1
             if self._skip:
                 self._skip -= 1
@@ -164,10 +197,20 @@ class KeywordSpotter:
         self._taken, self._due = taken, self._due[i:]
         return [w for _, w in self._taken if w is not None]
 
+    def gate_hop(self) -> np.ndarray:
+        """The hop a step gate scores next: that of the first due window (or warm-up hop)."""
+        return self._due[0][2]
+
+    def gate_scored(self, score: float, states: list[np.ndarray]) -> None:
+        """The step gate's score of `gate_hop` and the states it left: the window it ends goes to the full model
+        only if the score reaches the gate's threshold."""
+        self.gate_states = states
+        self._gate_keep = score >= self.model.gate.threshold
+
     def accept(self, posteriors: np.ndarray, states: list[np.ndarray] | None = None) -> list[Detection]:
         """Posteriors for the windows of the last `take_due`, in order → the detections they trigger
         (with a step model, also the states its hop left)."""
-        scored = sum(1 for _, w in self._taken if w is not None)
+        scored = sum(1 for _, w in self._taken if w is not None and w is not GATED)
         if len(posteriors) != scored:
             raise ValueError(f"expected {scored} posterior rows, got {len(posteriors)}")
         if self.states is not None and scored:
@@ -175,10 +218,13 @@ class KeywordSpotter:
         out = []
         rows = iter(posteriors)
         for seen, window in self._taken:
-            if seen < self._window:  # a step model's warm-up hop: no whole window yet
-                next(rows)
+            if seen < self._window:  # a step model's (or step gate's) warm-up hop: no whole window yet
+                if window is not None:
+                    next(rows)
                 continue
-            post = self.model.unknown_posterior if window is None else next(rows)
+            post = self.model.unknown_posterior if window is None or window is GATED else next(rows)
+            # A window the gate turned away counts as scored `_unknown_`, so it starts a skip as the windowed
+            # gate's `KeywordModel.predict` would make it.
             if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
                 self._skip = self.model.streaming.skip_windows
             self._recent.append(post)
@@ -258,6 +304,18 @@ def accept_batch(spotters: Sequence[KeywordSpotter], counts: list[int], posterio
     return out
 
 
+def gate_batch(gate: StepNetwork, spotters: Sequence[KeywordSpotter]) -> None:
+    """One step of the gate for every spotter's next due hop, in one session call (each spotter's states
+    stacked along the batch axis)."""
+    due = [s for s in spotters if s.has_due]
+    if not due:
+        return
+    hops = np.stack([s.gate_hop() for s in due])
+    scores, states = gate.run(hops, [np.stack(st) for st in zip(*(s.gate_states for s in due), strict=True)])
+    for i, s in enumerate(due):
+        s.gate_scored(float(scores[i, 0]), [st[i] for st in states])
+
+
 def score_batch(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> list[list[Detection]]:
     """Score every due window of every spotter, a single model call per round."""
     return score_rounds(model, spotters)[0]
@@ -270,8 +328,11 @@ def score_rounds(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> tup
     out: list[list[Detection]] = [[] for _ in spotters]
     scored = 0
     pending = list(range(len(spotters)))
+    gate_step = model.gate.step if model.gate is not None else None
     while pending:
         group = [spotters[i] for i in pending]
+        if gate_step is not None:
+            gate_batch(gate_step, group)
         counts, windows = take_batch(group)
         states = None
         if windows is None:
@@ -279,8 +340,8 @@ def score_rounds(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> tup
         elif model.stepper is not None:
             held = [s.states for s, n in zip(group, counts, strict=True) if n]
             posteriors, states = model.stepper.run(windows, [np.stack(st) for st in zip(*held, strict=True)])
-        else:
-            posteriors = model.predict(windows)
+        else:  # a step gate has already turned windows away
+            posteriors = model.predict_full(windows) if gate_step else model.predict(windows)
         scored += len(posteriors)
         for i, dets in zip(pending, accept_batch(group, counts, posteriors, states), strict=True):
             out[i] += dets
