@@ -12,7 +12,9 @@ others count as `_unknown_` (triage.model.KeywordModel.predict).
      `python -m training`, 0 up to a posterior of 0.5 and 1 from 0.95 (distillation: the gate learns where
      the full model may fire; the full model's keyword probability mass as the target passed 68 % of the
      test windows at the threshold that lost nothing, against 62 % for this one)
-  2. a small depthwise-separable CNN (log-mel pooled 2x2 first) trained on them with binary cross-entropy
+  2. a small depthwise-separable CNN (log-mel pooled 2x2 first) trained on them with binary cross-entropy;
+     with `--step` a streamable one, whose step model (training/streaming.py) the live spotter runs on every
+     hop of a call, each window's score computed once per hop instead of once per window
   3. the threshold, chosen on the dev material (voices neither network trained on): the highest one below
      the first at which the gated model would lose more than `--max-loss` of the full model's dev detections
      or add a false alarm, under the manifest's window skipping; the test material then gives the figures,
@@ -74,14 +76,24 @@ def targets(model: KeywordModel, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.clip((top - 0.5) / 0.45, 0, 1).astype(np.float32)
 
 
-def train(x: np.ndarray, target: np.ndarray, width: int, epochs: int, seed: int = 0):
+# A gate computed one hop at a time (`--step`): no time stride after the first convolution's, so that a hop of
+# 10 frames is 5 new positions, and the mel axis halved once; 49–57 µs per call and hop at width 48 in
+# onnxruntime against 355–437 for the windowed gate (BENCHMARKS.md, session 29).
+STEP_BLOCKS = "1x1,1x2,1x1,1x1"
+
+
+def train(x: np.ndarray, target: np.ndarray, width: int, epochs: int, seed: int = 0, step: bool = False):
     import keras
 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     norm = x[rng.choice(len(x), size=min(len(x), 4000), replace=False)].astype(np.float32)
-    gate = models.ds_cnn(x.shape[1:], 1, norm, width=width, blocks="1x1,2x1,1x1", input_pool=(2, 2),
-                         conv0_kernel=(5, 3))
+    if step:
+        gate = models.ds_cnn(x.shape[1:], 1, norm, width=width, blocks=STEP_BLOCKS, conv0_kernel=(8, 4),
+                             streamable=True)
+    else:
+        gate = models.ds_cnn(x.shape[1:], 1, norm, width=width, blocks="1x1,2x1,1x1", input_pool=(2, 2),
+                             conv0_kernel=(5, 3))
     batch = 128
     lr = keras.optimizers.schedules.CosineDecay(2e-3, decay_steps=epochs * (len(x) // batch + 1), alpha=0.02)
     gate.compile(optimizer=keras.optimizers.Adam(lr), loss="binary_crossentropy")
@@ -190,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-network", type=Path, default=None,
                     help="use this keyword network's keyword probability mass as the gate (e.g. a distilled model)")
     ap.add_argument("--width", type=int, default=32, help="the gate's channels")
+    ap.add_argument("--step", action="store_true",
+                    help="train a streamable gate and ship its step model too: the live spotter then computes it "
+                         "one hop at a time")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--max-loss", type=float, default=0.005,
                     help="share of the full model's dev detections the gate may lose")
@@ -197,12 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speech-train", type=int, default=8000, help="as given to `python -m training`")
     ap.add_argument("--speech-passes", type=int, default=2, help="as given to `python -m training`")
     args = ap.parse_args(argv)
+    if args.step and (args.gate or args.from_network):
+        ap.error("--step trains a gate: it cannot go with --gate or --from-network")
     t0 = time.time()
 
     model = KeywordModel(args.model)
     gate_path = args.model.with_name(args.model.stem + "_gate.onnx")
-    method = (f"a width-{args.width} depthwise-separable CNN on 2x2-pooled log-mel, distilled from this model's "
-              "keyword probability mass on its training windows")
+    method = (f"a width-{args.width} depthwise-separable CNN "
+              + (f"(streamable, blocks {STEP_BLOCKS}, served one hop at a time)" if args.step
+                 else "on 2x2-pooled log-mel")
+              + ", distilled from how sure this model is of its likeliest keyword on its training windows")
+    step = None
     if args.gate:
         method = trained_gate_origin(args.gate)
         if args.gate.resolve() != gate_path.resolve():
@@ -218,11 +238,15 @@ def main(argv: list[str] | None = None) -> int:
         x, _ = training_windows(args.data / "stages", args.per_keyword, args.speech_train, args.speech_passes)
         target = targets(model, x)
         log(f"{len(x)} training windows, mean target {target.mean():.3f}, {np.mean(target == 1):.3f} at 1")
-        export.to_onnx(train(x, target, args.width, args.epochs), model.features, gate_path)
+        gate = train(x, target, args.width, args.epochs, step=args.step)
+        export.to_onnx(gate, model.features, gate_path)
+        if args.step:
+            step = export.to_onnx_step(gate, model.features, gate_path, model.hop_frames,
+                                       lead=-model.features.window_frames % model.hop_frames)
 
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    manifest["gate"] = {"file": gate_path.name, "threshold": 0.0}
+    manifest["gate"] = {"file": gate_path.name, "threshold": 0.0, **({"step": step} if step else {})}
     export.save_manifest(mpath, manifest)
     model = KeywordModel(args.model)
 
@@ -235,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"test τ {r['tau']}: {r}")
     manifest["gate"] = {
         "file": gate_path.name, "threshold": tau,
-        "sha256": hashlib.sha256(gate_path.read_bytes()).hexdigest(),
+        "sha256": hashlib.sha256(gate_path.read_bytes()).hexdigest(), **({"step": step} if step else {}),
         "method": f"{method}{THRESHOLD_RULE} the highest below the first that loses more than "
                   f"{100 * args.max_loss:.1f} % of this model's dev detections or adds a dev false alarm",
         "dev": dev_rows, "test": test_rows, "seconds": round(time.time() - t0)}
