@@ -185,10 +185,14 @@ def test_held_out_calls_are_remade_when_what_they_are_made_of_changes(tmp_path, 
     monkeypatch.setattr(calibrate, "speech_calls", speech_calls)
     monkeypatch.setattr(calibrate, "free_streams", lambda *a, **kw: [])
     monkeypatch.setattr(calibrate, "prompt_streams", lambda *a, **kw: [])
+    collected = []
+    monkeypatch.setattr(calibrate.synth, "collect_real", lambda data, sources: collected.append(sources))
 
     calibrate.material(tmp_path, "test")
     calibrate.material(tmp_path, "test")
     assert made == [32]  # built once, then reused
+    # the real recordings the material is made of are converted first (each source once, cached by collect_real)
+    assert collected == [tuple(calibrate.synth.REAL_SOURCES)] * 2
     monkeypatch.setattr(calibrate, "SENTENCES_WITH_KEYWORDS", calibrate.SENTENCES_WITH_KEYWORDS + 1)
     calibrate.material(tmp_path, "test")
     assert made == [32, 32]
@@ -214,6 +218,7 @@ def test_material_is_built_by_one_calibration_at_a_time(tmp_path, monkeypatch):
         return data / "calls" / split, []
 
     monkeypatch.setattr(calibrate, "_material", slow_build)
+    monkeypatch.setattr(calibrate.synth, "collect_real", lambda data, sources: {})
     threads = [threading.Thread(target=calibrate.material, args=(tmp_path, "dev")) for _ in range(3)]
     for t in threads:
         t.start()
@@ -293,6 +298,7 @@ def test_dev_hears_three_builds_of_keyword_free_speech_and_its_calls_stay_made_o
         padded.append(free[0].name), out.mkdir(parents=True, exist_ok=True), (out / "labels.jsonl").write_text("")))
     monkeypatch.setattr(calibrate, "free_streams", free_streams)
     monkeypatch.setattr(calibrate, "prompt_streams", lambda *a, **kw: [])
+    monkeypatch.setattr(calibrate.synth, "collect_real", lambda data, sources: {})
 
     _, negatives = calibrate.material(tmp_path, "dev")
     recipe = json.loads((tmp_path / "calls" / "dev" / "recipe.json").read_text())

@@ -117,6 +117,9 @@ def material(data: Path, split: str, workers: int = 2) -> tuple[Path, list[tuple
     data.mkdir(parents=True, exist_ok=True)
     with open(data / f"calls-{split}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        # The real recordings, the prompts and noise too: every tool that measures on this material (calibrate,
+        # gate, distill) then works on a new machine with no training run first.
+        synth.collect_real(data, tuple(synth.REAL_SOURCES))
         return _material(data, split, workers)
 
 
@@ -557,7 +560,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of the dev detections window skipping may lose (0: score every window)")
     args = ap.parse_args(argv)
     t0 = time.time()
-    synth.collect_real(args.data, tuple(synth.REAL_SOURCES))  # the prompts and noise too: no training run needed first
     model = KeywordModel(args.model)
     if not args.measure_only:
         dev_dir, dev_neg = material(args.data, "dev")
