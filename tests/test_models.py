@@ -54,8 +54,6 @@ def test_max_pool_model_exports_to_onnx_as_it_runs_in_keras(tmp_path):
 
 
 def test_pool_is_checked():
-    with pytest.raises(ValueError, match="not streamable"):
-        models.ds_cnn((96, 40), 14, width=8, pool="max", streamable=True, conv0_kernel=(8, 4))
     with pytest.raises(ValueError, match="'avg' or 'max'"):
         models.ds_cnn((96, 40), 14, width=8, pool="attention")
 

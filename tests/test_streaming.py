@@ -11,7 +11,7 @@ from training.streaming import step_model  # noqa: E402
 HOP = 8
 
 
-def _model(seed: int, classes: int = 14, blocks: str = models.DS_BLOCKS):
+def _model(seed: int, classes: int = 14, blocks: str = models.DS_BLOCKS, pool: str = "avg"):
     """A small streamable DS-CNN whose batch norms are set from data, layer by layer, as training would
     leave them: untrained, the activations die out with depth and every window gets the same output."""
     import keras
@@ -19,7 +19,8 @@ def _model(seed: int, classes: int = 14, blocks: str = models.DS_BLOCKS):
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     x = _loud_and_quiet(rng, 64 * 96).reshape(64, 96, 40)
-    m = models.ds_cnn((96, 40), classes, norm_data=x, width=8, conv0_kernel=(8, 4), streamable=True, blocks=blocks)
+    m = models.ds_cnn((96, 40), classes, norm_data=x, width=8, conv0_kernel=(8, 4), streamable=True, blocks=blocks,
+                      pool=pool)
     for layer in m.layers:
         if layer.name.startswith("bn"):
             seen = keras.Model(m.input, layer.input).predict(x[..., None], verbose=0)
@@ -37,9 +38,9 @@ def _loud_and_quiet(rng, frames: int) -> np.ndarray:
     return (rng.normal(size=(frames, 40)) * 10 - 40 + loudness).astype(np.float32)
 
 
-@pytest.mark.parametrize("transferred", [False, True])
-def test_step_by_step_equals_every_window(transferred):
-    m = _model(0)
+@pytest.mark.parametrize("transferred, pool", [(False, "avg"), (True, "avg"), (False, "max")])
+def test_step_by_step_equals_every_window(transferred, pool):
+    m = _model(0, pool=pool)
     if transferred:  # as the pipeline ships it: the 8-word base's body under a new head
         m, _ = models.transfer_all(m, 14)
     step, states = step_model(m, HOP)

@@ -120,8 +120,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="refit the exported model's last layer, class-balanced, on the running-speech windows "
                          "(training/headfit.py)")
     args = ap.parse_args(argv)
-    if args.pool == "max" and args.streamable:
-        ap.error("--pool max cannot be --streamable: the step model averages the output positions")
     if args.frontend == "pcen" and args.streamable:
         ap.error("--frontend pcen cannot be --streamable: its smoother starts from each window's mean level")
 

@@ -42,11 +42,12 @@ def step_model(model, hop: int):
             continue
         if isinstance(layer, layers.Dropout):
             continue
-        if isinstance(layer, layers.GlobalAveragePooling2D):
+        if isinstance(layer, (layers.GlobalAveragePooling2D, layers.GlobalMaxPooling2D)):
             x = layers.Lambda(lambda t: keras.ops.mean(t, axis=2), name="mel_mean")(x)  # (batch, new, C)
             positions = layer.input.shape[1]
             x = _joined(x, State("positions", (positions - 1, x.shape[2])), inputs, outputs, states)
-            x = layers.Lambda(lambda t, n=positions: keras.ops.mean(t[:, -n:], axis=1), name="window_mean")(x)
+            over = keras.ops.mean if isinstance(layer, layers.GlobalAveragePooling2D) else keras.ops.max
+            x = layers.Lambda(lambda t, n=positions, f=over: f(t[:, -n:], axis=1), name="window_pool")(x)
             continue
         kernel, stride = _time_kernel(layer)
         if kernel > 1 or stride > 1:
