@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
         export.to_onnx(gate, model.features, gate_path)
         if args.step:
             step = export.to_onnx_step(gate, model.features, gate_path, model.hop_frames,
-                                       lead=-model.features.window_frames % model.hop_frames)
+                                       lead=model.lead_frames)
 
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))

@@ -2,7 +2,7 @@
 
 The windowed model recomputes a whole 0.96 s window every hop although only the newest frames are
 new. `models.ds_cnn(streamable=True)` pads nothing in time, so an output position depends only on the
-frames under it; its window posterior is the head applied to the mean of its positions. The step
+frames under it; its window posterior is the head applied to the mean (or maximum) of its positions. The step
 model here takes one hop of new log-mel frames and, for every layer that looks back in time, the
 frames of its input it still needs (its state); it returns the window's posteriors and the new
 states. Fed a call hop by hop it gives exactly what the windowed model gives on the latest window

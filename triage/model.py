@@ -247,6 +247,12 @@ class KeywordModel:
         return self.streaming is not None and abs(self.streaming.hop_s * p.sample_rate / p.hop_length - frames) < 1e-6
 
     @property
+    def lead_frames(self) -> int:
+        """Frames of zeros a step gate hears before a call's first frame, so that each of its hops ends where a
+        window ends (triage.spotter; training.gate exports the gate for them)."""
+        return -self.features.window_frames % self.hop_frames
+
+    @property
     def hop_frames(self) -> int:
         """Log-mel frames between two scored windows: the manifest's hop_s on the features' frame grid."""
         p = self.features

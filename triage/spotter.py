@@ -76,7 +76,7 @@ class KeywordSpotter:
         gate = model.gate
         self._gate_step = gate.step if gate is not None else None
         self.gate_states = self._gate_step.initial_states() if self._gate_step else None
-        self._gate_lead = (-p.window_frames) % model.hop_frames if self._gate_step else 0
+        self._gate_lead = model.lead_frames if self._gate_step else 0
         self._gate_keep: bool | None = None  # the gate's verdict on the first due hop, until it is taken
         # Ring buffer of the latest `window` frames; never grows with call length.
         self._ring = np.zeros((self._window, p.n_mels), dtype=np.float32)
