@@ -11,9 +11,12 @@ import pytest
 import soundfile as sf
 from livekit import FIRE_8K, collect, http_get, live, mulaw_frames, send_audio, start_call
 from websockets.asyncio.client import connect
+from websockets.asyncio.messages import Assembler
+from websockets.frames import Opcode
 
 from triage.audio import encode
 from triage.recording import CallInfo, RecordingError, Recordings
+from triage.server import TriageServer
 
 
 def _info(call_id="c1", started_at=1000.0, encoding="mulaw"):
@@ -129,6 +132,44 @@ def test_a_recorded_live_call_keeps_audio_events_and_feedback(loud_model_path, r
     assert bad[0] == 400 and "expected ?start=S&end=E" in bad[1]
     assert other[0] == 404 and "no recording of call 'nope'" in other[1]
     assert rdb.hget("triage:call:rec-1", "recorded") == "1"
+
+
+def test_audio_before_and_after_ready_is_kept_in_the_order_sent(loud_model_path, redis_server, rdb, tmp_path,
+                                                                   monkeypatch):
+    """Once a call is open its frames skip websockets' message queue (server.CallConnection); frames that
+    came before wait in the queue. A caller who streams without waiting for `ready` sends both kinds: the
+    line is recorded byte for byte in the order sent, and the later frames went straight to the call."""
+    rng = np.random.default_rng(3)
+    frames = [bytes(rng.integers(0, 256, 160, dtype=np.uint8)).replace(b"\x7f", b"\xff") for _ in range(300)]
+    queued = []
+    put, open_call = Assembler.put, TriageServer._open
+
+    def counting_put(self, frame):
+        if frame.opcode is Opcode.BINARY:
+            queued.append(frame.data)
+        put(self, frame)
+
+    async def slow_open(self, msg, ws):
+        await asyncio.sleep(0.3)  # the caller's first frames arrive meanwhile, before the call is open
+        return await open_call(self, msg, ws)
+
+    monkeypatch.setattr(Assembler, "put", counting_put)
+    monkeypatch.setattr(TriageServer, "_open", slow_open)
+
+    async def scenario(server, base):
+        async with connect(base + "/call") as ws:
+            await ws.send(json.dumps({"type": "start", "call_id": "order-1", "sample_rate": 8000,
+                                      "encoding": "mulaw"}))
+            await send_audio(ws, frames, pace=0.002)  # 0.6 s, across the moment the call opens
+            await ws.send(json.dumps({"type": "stop"}))
+            return await collect(ws, "summary")
+
+    events = live(loud_model_path, redis_server.url, scenario, record_dir=tmp_path)
+    assert [e["type"] for e in events][::len(events) - 1] == ["ready", "summary"]
+    (seg,) = (tmp_path / "order-1").glob("audio-*.wav")
+    assert _data_chunk(seg) == b"".join(frames)
+    # The first frames waited in the queue until the call was open, the later ones went straight to it
+    assert queued == frames[:len(queued)] and 0 < len(queued) < 270, f"{len(queued)} of 300 frames queued"
 
 
 def test_unrecorded_server_has_no_recordings(loud_model_path, redis_server, rdb, tmp_path):

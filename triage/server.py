@@ -31,6 +31,7 @@ import time
 import uuid
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -39,6 +40,7 @@ from urllib.parse import parse_qs, urlsplit
 from redis.exceptions import RedisError
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 from triage import audit, protocol
 from triage.credentials import CredentialError, CredentialFile, Credentials, Identity
@@ -85,6 +87,27 @@ class ServerConfig:
     retention_check_s: float = 3600.0
     audit_dir: Path | None = None  # each finished UTC day of the audit log is exported here as JSON lines
     audit_export_check_s: float = 3600.0
+
+
+class CallConnection(ServerConnection):
+    """A websocket whose call audio skips websockets' message queue: taking a 20 ms frame in `process_event`
+    cost a throwaway server 21–26 µs where queueing it for the handler's `async for` cost 30–31 (uvloop, 100
+    connections at 50 frames a second), and the whole service about 0.2 ms less CPU per call-second
+    (BENCHMARKS.md, session 31). The sink is an append, so nothing waits behind it, and websockets' flow
+    control, which pauses reading while its queue is full, has nothing to do for these frames. It reads the
+    queue's length (`recv_messages.frames`, not public API: websockets is pinned in pyproject.toml, and
+    tests/test_recording.py fails if the frames stop skipping the queue)."""
+
+    audio_sink: Callable[[bytes], bool] | None = None  # True when it took the frame
+
+    def process_event(self, event: Frame) -> None:
+        # A frame goes the usual way while anything is queued before it (frames that came before the call
+        # was ready, a text message, a fragmented message), so the call's audio stays in order; and when
+        # the sink refuses it, so that the handler reads it and answers as for any bad frame.
+        if (self.audio_sink is not None and event.opcode is Opcode.BINARY and event.fin
+                and not len(self.recv_messages.frames) and self.audio_sink(event.data)):
+            return
+        super().process_event(event)
 
 
 @dataclass
@@ -177,6 +200,7 @@ class TriageServer:
         # 20 ms frame was 2.7 % of a worker's CPU at 100 calls (py-spy); the dashboard's JSON is small.
         self._server = await serve(self._handler, self.config.host, self.config.port, compression=None,
                                    process_request=self._process_request, max_size=self.config.max_message_bytes,
+                                   create_connection=CallConnection,
                                    ping_interval=20, ping_timeout=20, close_timeout=5,
                                    open_timeout=self.config.handshake_timeout_s,
                                    reuse_port=self.config.reuse_port, ssl=self._tls())
@@ -372,7 +396,7 @@ class TriageServer:
             await ws.send(json.dumps({**err.to_event(), "call_id": call_id}))
             await ws.close(err.close_code, err.code)
 
-    async def _handle_call(self, ws: ServerConnection) -> None:
+    async def _handle_call(self, ws: CallConnection) -> None:
         session: CallSession | None = None
         try:
             first = await asyncio.wait_for(ws.recv(), self.config.idle_timeout_s)
@@ -382,15 +406,14 @@ class TriageServer:
             if isinstance(msg, Stop):
                 raise ProtocolError("stop_before_start", "nothing to stop: send 'start' first")
             session, resumed = await self._open(msg, ws)
+            ws.audio_sink = self._audio_sink(session, ws)
             await ws.send(protocol.event("ready", session.call_id, resumed=resumed,
                                          samples_received=session.audio.samples_in, sample_rate=msg.sample_rate,
                                          services=list(session.router.decision.services)))
             # Idle calls are closed by the reaper: a timeout per frame would cost more than the frame.
-            async for data in ws:
+            async for data in ws:  # what the sink left: frames queued before it, bad frames, text
                 if isinstance(data, bytes):
-                    protocol.check_audio_frame(data, session.start)
-                    session.last_frame_at = time.monotonic()
-                    self.engine.receive(session.call_id, data)
+                    self._take_audio(session, data)
                     continue
                 if isinstance(protocol.parse_client_text(data), Start):
                     raise ProtocolError("already_started", "this connection's call has started already")
@@ -409,6 +432,26 @@ class TriageServer:
                 self._broadcast({"type": "call_disconnected", "call_id": session.call_id})
         except TimeoutError:
             await self._fail(ws, ProtocolError("idle_timeout", "no start message", protocol.CLOSE_IDLE))
+        finally:
+            ws.audio_sink = None
+
+    def _take_audio(self, session: CallSession, data: bytes) -> None:
+        protocol.check_audio_frame(data, session.start)
+        session.last_frame_at = time.monotonic()
+        self.engine.receive(session.call_id, data)
+
+    def _audio_sink(self, session: CallSession, ws: CallConnection) -> Callable[[bytes], bool]:
+        def take(data: bytes) -> bool:
+            # Refused (left to the handler) once the call has ended or moved to another connection, and
+            # when the frame is bad: the handler then fails the call as it always has.
+            if session.ended or session.ws is not ws:
+                return False
+            try:
+                self._take_audio(session, data)
+            except ProtocolError:
+                return False
+            return True
+        return take
 
     async def _open(self, msg: Start, ws: ServerConnection) -> tuple[CallSession, bool]:
         existing = self.sessions.get(msg.call_id)
