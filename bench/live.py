@@ -13,6 +13,9 @@ spread over --ramp seconds. Measured per load:
                      detection event arrived (keywords the call detected), p50 / p95
   service_delay      the service's own share of it: from the moment the audio of the window that fired
                      was sent (its end, in call time) to the detection's arrival, every detection, p50 / p95
+  model_latency      the model's own share: the same audio replayed offline, from each keyword's end to the
+                     end of the window that fires on it, every keyword of every call it finds, p50 / p95
+                     (the latency can be no lower than this however fast the server)
   cpu_ms_per_call_s  CPU of the server processes (Redis apart) per second of call audio streamed
   calls_per_core     1000 / cpu_ms_per_call_s: how many real-time calls one fully used core carries
   model_ms_per_window  the host's speed, measured once before the loads: the model alone on 64 windows
@@ -128,34 +131,50 @@ async def run_load(url: str, scripts: list[Script], n: int, ramp: float) -> list
     return calls
 
 
-def measure(calls: list[Call], offline: dict[str, list[int]]) -> dict:
-    latencies, delays = [], []
+@dataclass
+class Offline:
+    """What `triage replay` finds in exactly the audio a caller sends."""
+    services: list[int]
+    detections: list[tuple[str, float]]  # (keyword, end of the window that fired, in call time)
+
+
+def _hit(detections: list[tuple[float, str, float]], keyword: str, start: float, end: float) -> float | None:
+    """The first (arrival, keyword, call time) detection that counts for a spoken keyword, as replay scores."""
+    return next((at for at, kw, t in detections if kw == keyword and start <= t <= end + MATCH_AFTER_END_S), None)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    return round(float(np.nanpercentile(np.array(values) if values else np.array([np.nan]), q)), 3)
+
+
+def measure(calls: list[Call], offline: dict[str, Offline]) -> dict:
+    latencies, delays, model = [], [], []
     for c in calls:
         ready = next((t for t, e in c.events if e.get("type") == "ready"), None)
-        dets = [(t, e) for t, e in c.events if e.get("type") == "detection"]
+        dets = [(t, e["keyword"], e["time"]) for t, e in c.events if e.get("type") == "detection"]
         if ready is None:
             continue
-        delays += [t - (ready + e["time"]) for t, e in dets]
+        delays += [t - (ready + at) for t, _, at in dets]
+        replayed = [(t, kw, t) for kw, t in offline[c.script.name].detections]
         for kw, start, end in c.script.keywords:
-            hit = next((t for t, e in dets if e["keyword"] == kw and start <= e["time"] <= end + MATCH_AFTER_END_S),
-                       None)
+            hit = _hit(dets, kw, start, end)
             if hit is not None:
                 latencies.append(hit - (ready + end))
-    lat = np.array(latencies) if latencies else np.array([np.nan])
-    delay = np.array(delays) if delays else np.array([np.nan])
+            fired = _hit(replayed, kw, start, end)
+            if fired is not None:
+                model.append(fired - end)
     done = [c for c in calls if c.summary is not None]
     return {
         "calls": len(calls), "completed": len(done), "errors": sum(c.error is not None for c in calls),
         "dropped": sum(any(e.get("type") == "reconnecting" for _, e in c.events) for c in calls),
-        "routed_as_replay": sum(c.summary is not None and sorted(c.summary["services"]) == offline[c.script.name]
-                                for c in calls),
+        "routed_as_replay": sum(c.summary is not None
+                                and sorted(c.summary["services"]) == offline[c.script.name].services for c in calls),
         "routed_as_labels": sum(c.summary is not None and sorted(c.summary["services"]) == c.script.label_services
                                 for c in calls),
         "keyword_detections_timed": len(latencies),
-        "latency_p50_s": round(float(np.nanpercentile(lat, 50)), 3),
-        "latency_p95_s": round(float(np.nanpercentile(lat, 95)), 3),
-        "service_delay_p50_s": round(float(np.nanpercentile(delay, 50)), 3),
-        "service_delay_p95_s": round(float(np.nanpercentile(delay, 95)), 3),
+        "latency_p50_s": _percentile(latencies, 50), "latency_p95_s": _percentile(latencies, 95),
+        "service_delay_p50_s": _percentile(delays, 50), "service_delay_p95_s": _percentile(delays, 95),
+        "model_latency_p50_s": _percentile(model, 50), "model_latency_p95_s": _percentile(model, 95),
         "first_errors": [c.error for c in calls if c.error][:3],
     }
 
@@ -191,8 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     host_ms = model_ms_per_window(model)
     scripts = load_scripts(args.calls_dir, args.files, args.call_seconds)
     # What the model finds offline in exactly the audio each caller sends.
-    offline = {s.name: replay_samples(model, resample(decode(s.audio, ENCODING), RATE, 16000), s.name).services
-               for s in scripts}
+    offline = {}
+    for s in scripts:
+        r = replay_samples(model, resample(decode(s.audio, ENCODING), RATE, 16000), s.name)
+        offline[s.name] = Offline(sorted(r.services), [(d.keyword, d.time) for d in r.detections])
 
     for n in [int(x) for x in args.loads.split(",")]:
         port = free_port()
