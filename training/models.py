@@ -73,7 +73,7 @@ def flat_layers(model):
 
 def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray | None = None, width: int = 64,
            blocks: str = DS_BLOCKS, input_pool: tuple[int, int] | None = None, conv0_kernel: tuple[int, int] = (10, 4),
-           streamable: bool = False, pool: str = "avg", frontend: str = "logmel", dw_time_kernel: int = 3):
+           streamable: bool = False, pool: str = "avg", frontend: str = "logmel"):
     """Depthwise-separable CNN (after "Hello Edge", Zhang et al. 2017), sized for about 12 M multiply-adds
     per window (width 96, default blocks) so that one core scores hundreds of live calls. No Resizing: it
     keeps the full time resolution. Its body ends in global average pooling, so the keyword may sit
@@ -129,8 +129,7 @@ def ds_cnn(input_shape: tuple[int, int], n_classes: int, norm_data: np.ndarray |
         # a stride-1 depthwise convolution followed by average pooling (still linear before the BN).
         equal = stride[0] == stride[1]
         x = _mel_pad(x, 3, stride[1] if equal else 1, streamable, name=f"dw{i}_melpad")
-        x = layers.DepthwiseConv2D((dw_time_kernel, 3), strides=stride if equal else 1,
-                                   padding="valid" if streamable else "same",
+        x = layers.DepthwiseConv2D(3, strides=stride if equal else 1, padding="valid" if streamable else "same",
                                    use_bias=False, name=f"dw{i}")(x)
         if not equal:
             x = layers.AveragePooling2D(stride, padding="valid" if streamable else "same", name=f"dw{i}_pool")(x)
