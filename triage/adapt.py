@@ -357,7 +357,7 @@ def adapt(dataset: Path, model: KeywordModel, out_dir: Path, held_out: float = 0
                                "seed": seed, "shuffled_labels": shuffle_labels, "thresholds": thresholds}}
     manifest_path_for(path).write_text(json.dumps(manifest, ensure_ascii=False, indent=1), encoding="utf-8")
     if model.gate is not None:  # the adapted model keeps its parent's gate, named in the copied manifest
-        for gate_file in (model.gate.path, *((model.gate.step.path,) if model.gate.step else ())):
+        for gate_file in model.gate.files:
             _place_beside(gate_file, out_dir)
     adapted = KeywordModel(path)
 

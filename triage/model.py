@@ -150,6 +150,11 @@ class KeywordGate:
         self.path, self.threshold, self.step = path, threshold, step
         self._network = _OnnxNetwork(path, threads, expected)
 
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """The gate's ONNX files: the windowed one, and its step model if it has one."""
+        return (self.path, self.step.path) if self.step else (self.path,)
+
     def scores(self, windows: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) float32 → (N,) scores in [0, 1]."""
         return self._network.run(windows).reshape(-1)
