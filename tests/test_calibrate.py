@@ -111,11 +111,11 @@ def test_skip_mask_is_the_spotters_window_skipping(tmp_path):
     skipping = KeywordModel(loudness_model(tmp_path, streaming=skip))
     raw = KeywordSpotter(every, trace=True)
     raw.feed(call)
-    posts = np.stack([p for _, p in raw.trace])
+    posts = np.stack([p for _, p, _ in raw.trace])
     s = KeywordSpotter(skipping, trace=True)
     s.push(call)
     _, scored = score_rounds(skipping, [s])
-    got = np.stack([p for _, p in s.trace])
+    got = np.stack([p for _, p, _ in s.trace])
     keep = skip_mask(skipping, posts, 0.5, 2)
     assert 0 < scored == keep.sum() < len(keep)
     np.testing.assert_array_equal(got[keep], posts[keep])
@@ -272,6 +272,39 @@ def test_window_skipping_may_not_push_the_detection_latency_past_the_target(tmp_
     assert lax["latency_p95_s"] == 0.2 and rows[0]["latency_p95_s"] == 0.0  # ...but finds them 2 hops later
     assert choose_skipping(model, streams, 0.0, 0.1)[0]["skip_windows"] == 1
     assert choose_skipping(model, streams, 0.0, 0.05)[0]["windows_scored"] == 1.0  # every window
+
+
+def test_skipping_may_follow_only_the_gates_sure_rejections_when_its_unsure_ones_precede_keywords(tmp_path):
+    """A keyword whose window the gate passes, after one it turned away unsure (score 0.45, threshold 0.5): a
+    skip after that window loses the keyword whenever that window is scored; skipping after only the
+    rejections scored below 0.45 loses none, and is chosen."""
+    from onnx_models import loudness_gate, loudness_model
+
+    from training.calibrate import choose_skipping, skipping
+    from triage.keywords import CLASSES, UNKNOWN
+    from triage.model import KeywordModel
+
+    path = loudness_model(tmp_path, thresholds={"incendie": 0.5})
+    loudness_gate(path, level_db=-50, threshold=0.5)
+    model = KeywordModel(path)
+    k = CLASSES.index("incendie")
+    streams = []
+    for n in range(20):
+        w = 40 + n
+        gate = np.zeros(100, np.float32)
+        gate[w - 1], gate[w] = 0.45, 0.9
+        posts = np.zeros((100, len(CLASSES)))
+        posts[:, CLASSES.index(UNKNOWN)] = 1.0  # every window but the keyword's is turned away
+        posts[w] = 0.0
+        posts[w, k] = 0.95
+        times = np.arange(1, 101) * 0.1
+        streams.append(Stream(f"c{n}", 10.0, times, posts, CallLabel(f"c{n}", (18,), (
+            KeywordLabel("incendie", times[w] - 0.5, times[w]),)), gate))
+    every = skipping(model, streams, 0.1, 1)
+    assert every["skip_gate_below"] == 1.0 and every["detections"] == 10
+    chosen, rows = choose_skipping(model, streams, 0.0, 1.0)
+    assert chosen["skip_gate_below"] < 0.45 and chosen["skip_windows"] == 1 and chosen["detections"] == 20
+    assert chosen["windows_scored"] < 0.6 and {r["skip_gate_below"] for r in rows[1:]} == {1.0, 0.4, 0.3, 0.2, 0.1}
 
 
 def test_dev_hears_three_builds_of_keyword_free_speech_and_its_calls_stay_made_of_the_first(tmp_path, monkeypatch):

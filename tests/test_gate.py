@@ -107,6 +107,49 @@ def test_the_offline_gate_measurement_is_what_the_spotter_does(tmp_path):
     assert len(found[0]) == offline["false_alarms"] > 0
 
 
+def test_a_window_the_gate_was_unsure_of_starts_no_skip(tmp_path):
+    """With `skip_gate_below`, only the windows the gate turned away with a score below it start a skip: the
+    spotter then scores more windows, exactly those training.calibrate.skip_mask predicts from each window's
+    posteriors and gate score, and its trace says what the gate scored each one."""
+    import json
+
+    from training.calibrate import Stream, skip_mask, unsure_windows
+    from triage.spotter import score_rounds
+
+    skip = {"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0, "skip_below": 0.5, "skip_windows": 2}
+    path = loudness_model(tmp_path, level_db=-110, streaming=skip)
+    rng = np.random.default_rng(3)
+    call = (rng.normal(size=16000 * 6) * np.repeat(rng.uniform(0, 0.3, 60), 1600)).astype(np.float32)
+    times, windows = call_windows(KeywordModel(path), call)
+    loudness_gate(path, level_db=float(np.median(windows.mean(axis=(1, 2)))), threshold=0.5)
+    scores = KeywordModel(path).gate.scores(windows)
+    sure = float(np.quantile(scores, 0.2))
+    assert 0.01 < sure < 0.4
+    scored = {}
+    for below in (1.0, sure):
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        manifest["streaming"]["skip_gate_below"] = below
+        path.with_suffix(".json").write_text(json.dumps(manifest))
+        model = KeywordModel(path)
+        stream = Stream("c", len(call) / 16000, times, model.predict(windows), None, scores)
+        keep = skip_mask(model, stream.posts, 0.5, 2, unsure_windows(stream, below, model.gate.threshold))
+        spotter = KeywordSpotter(model, trace=True)
+        spotter.push(call)
+        _, scored[below] = score_rounds(model, [spotter])
+        traced = np.array([g for *_, g in spotter.trace])
+        assert scored[below] == keep.sum() and len(traced) == len(windows)
+        np.testing.assert_array_equal(~np.isnan(traced), keep)
+        np.testing.assert_allclose(traced[keep], scores[keep], rtol=1e-6)
+    assert scored[1.0] < scored[sure] < len(windows)
+
+
+def test_a_gate_score_to_skip_below_without_a_gate_is_refused_at_load(tmp_path):
+    path = loudness_model(tmp_path, streaming={"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0,
+                                               "skip_below": 0.1, "skip_windows": 1, "skip_gate_below": 0.2})
+    with pytest.raises(ModelError, match="skip_gate_below is a gate score; this model has no gate"):
+        KeywordModel(path)
+
+
 def test_adapt_places_the_gate_beside_an_adapted_model_and_never_overwrites_another(tmp_path):
     from triage.adapt import AdaptError, _place_beside
 

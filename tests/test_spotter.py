@@ -74,8 +74,8 @@ def test_each_keyword_smoothed_over_its_own_windows(tmp_path, model):
     raw, smooth = KeywordSpotter(model, trace=True), KeywordSpotter(per_keyword, trace=True)
     _feed_in_chunks(raw, CALL, [3000, 777])
     dets = _feed_in_chunks(smooth, CALL, [1600])
-    posts = np.stack([p for _, p in raw.trace])
-    got = np.stack([p for _, p in smooth.trace])
+    posts = np.stack([p for _, p, _ in raw.trace])
+    got = np.stack([p for _, p, _ in smooth.trace])
     windows = per_keyword.streaming.smoothing_windows(model.classes)
     assert windows[model.classes.index("incendie")] == 3 and windows[model.classes.index("gaz")] == 1
     np.testing.assert_allclose(got, smooth_posteriors(posts, windows), atol=1e-6)

@@ -96,7 +96,7 @@ def _stepped_trace(model, call: np.ndarray, seed: int) -> tuple[list[float], np.
     cuts = np.sort(np.random.default_rng(seed).choice(len(call), 20, replace=False))
     for piece in np.split(call, cuts):
         spotter.feed(piece)
-    return [t for t, _ in spotter.trace], np.stack([p for _, p in spotter.trace])
+    return [t for t, *_ in spotter.trace], np.stack([p for _, p, _ in spotter.trace])
 
 
 def test_the_live_core_steps_a_call_exactly_as_it_scores_windows(exported):
@@ -239,6 +239,55 @@ def test_a_step_gate_turns_away_the_windows_the_windowed_gate_turns_away(step_ga
         got_times, got = _stepped_trace(stepped, call, seed + 5)
         assert got_times == pytest.approx(want_times) and len(got_times) == len(windows)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def _gated_trace(path, call: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(smoothed posteriors, gate score or NaN) of each window of the call, fed in seven pieces."""
+    from triage.model import KeywordModel
+    from triage.spotter import KeywordSpotter
+
+    spotter = KeywordSpotter(KeywordModel(path), trace=True)
+    for piece in np.array_split(call, 7):
+        spotter.feed(piece)
+    return np.stack([p for _, p, _ in spotter.trace]), np.array([g for *_, g in spotter.trace])
+
+
+def _with_streaming(paths, directory, **change) -> list:
+    """Copies of the models at `paths` in `directory`, their manifests' streaming section changed."""
+    import json
+    import shutil
+
+    from triage.model import manifest_path_for
+
+    copies = []
+    for path in paths:
+        shutil.copytree(path.parent, directory / path.parent.name)
+        copies.append(directory / path.parent.name / path.name)
+        manifest = json.loads(manifest_path_for(copies[-1]).read_text())
+        manifest["streaming"].update(change)
+        manifest_path_for(copies[-1]).write_text(json.dumps(manifest))
+    return copies
+
+
+def test_a_step_gate_skips_after_the_sure_rejections_the_windowed_gate_skips_after(step_gated, tmp_path):
+    """With `skip_gate_below`, the step gate's spotter reads its score of each hop as the windowed gate's
+    spotter reads its score of each window: the same windows scored, the same posteriors and scores, and
+    more windows scored than when every window the gate turns away starts a skip. (A skip_below so low that
+    only the windows the gate turns away, `_unknown_`, start skips.)"""
+    from triage.model import KeywordModel
+    from triage.spotter import call_windows
+
+    call = np.concatenate([_call(9), _call(13)])
+    model = KeywordModel(step_gated[0])
+    sure = float(np.quantile(model.gate.scores(call_windows(model, call)[1]), 0.25))
+    windowed, stepped = _with_streaming(step_gated, tmp_path / "sure", skip_below=1e-6, skip_gate_below=sure)
+    (want, want_gate), (got, got_gate) = _gated_trace(windowed, call), _gated_trace(stepped, call)
+    np.testing.assert_array_equal(np.isnan(got_gate), np.isnan(want_gate))
+    np.testing.assert_allclose(got_gate[~np.isnan(got_gate)], want_gate[~np.isnan(want_gate)], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    every_rejection, _ = _with_streaming(step_gated, tmp_path / "every", skip_below=1e-6)
+    _, every_gate = _gated_trace(every_rejection, call)
+    assert np.sum(~np.isnan(every_gate)) < np.sum(~np.isnan(want_gate)) < len(want_gate)
 
 
 def test_the_live_engine_steps_the_gate_on_the_tick_each_hop_completes(step_gated):

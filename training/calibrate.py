@@ -50,6 +50,8 @@ SMOOTHING = (1, 2, 3, 4)
 SENTENCES_SAID = "keyword_free_sentences.json"  # beside the calls: which sentence each keyword-free stream says when
 SKIP_BELOW = (0.05, 0.1, 0.2, 0.3, 0.5)
 SKIP_WINDOWS = (1, 2, 3)
+# With a gate: a window it turned away starts a skip only below this gate score (1.0: every one does).
+SKIP_GATE_BELOW = (1.0, 0.4, 0.3, 0.2, 0.1)
 
 
 @dataclass
@@ -59,6 +61,7 @@ class Stream:
     times: np.ndarray  # window end times
     posts: np.ndarray  # (windows, classes) raw posteriors (smoothing 1)
     label: CallLabel | None
+    gate: np.ndarray | None = None  # the gate's score of each window, with a gate
 
     def keyword_free_seconds(self) -> float:
         return self.duration - sum(w.end - w.start for w in (self.label.keywords if self.label else ()))
@@ -156,8 +159,9 @@ def _material(data: Path, split: str, workers: int) -> tuple[Path, list[tuple[st
 
 def _traced(model: KeywordModel, name: str, samples: np.ndarray, label: CallLabel | None) -> Stream:
     r = replay_samples(model, samples, name, trace=True)
-    posts = np.stack([p for _, p in r.trace]) if r.trace else np.zeros((0, len(model.classes)))
-    return Stream(name, r.duration, np.array([t for t, _ in r.trace]), posts, label)
+    posts = np.stack([p for _, p, _ in r.trace]) if r.trace else np.zeros((0, len(model.classes)))
+    gate = np.array([g for *_, g in r.trace], np.float32) if model.gate else None
+    return Stream(name, r.duration, np.array([t for t, *_ in r.trace]), posts, label, gate)
 
 
 def raw_streams(model: KeywordModel, calls_dir: Path, negatives) -> list[Stream]:
@@ -335,21 +339,32 @@ def choose(model: KeywordModel, dev: list[Stream], target_fa_per_hour: float, ta
                            "smoothing": k, "dev_by_smoothing": rows, "dev_recall": recalls}
 
 
-def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int) -> np.ndarray:
+def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int,
+              unsure: np.ndarray | None = None) -> np.ndarray:
     """Which windows of a stream the spotter scores with the manifest's `skip_below` and `skip_windows`
     (triage.spotter.KeywordSpotter.take_due: after a scored window whose likeliest keyword is below
-    `below`, the next `windows` are not scored); tests/test_calibrate.py holds the two equal."""
+    `below`, the next `windows` are not scored, unless `unsure` marks it: turned away by a gate that was
+    unsure of it, `unsure_windows`); tests/test_calibrate.py holds the two equal."""
     top = posts[:, [model.classes.index(k) for k in model.keywords]].max(axis=1)
     keep = np.zeros(len(posts), bool)
+    starts = top < below if unsure is None else (top < below) & ~unsure
     skip = 0
-    for i, t in enumerate(top):
+    for i, start in enumerate(starts):
         if skip:
             skip -= 1
             continue
         keep[i] = True
-        if t < below:
+        if start:
             skip = windows
     return keep
+
+
+def unsure_windows(stream: Stream, gate_below: float, tau: float) -> np.ndarray | None:
+    """The windows a gate at `tau` turned away with a score of at least `gate_below` (the manifest's
+    `skip_gate_below`): they start no skip. None when every window it turned away starts one."""
+    if stream.gate is None or gate_below >= tau:
+        return None
+    return (stream.gate >= gate_below) & (stream.gate < tau)
 
 
 def as_unknown(model: KeywordModel, posts: np.ndarray, scored: np.ndarray) -> np.ndarray:
@@ -359,13 +374,17 @@ def as_unknown(model: KeywordModel, posts: np.ndarray, scored: np.ndarray) -> np
     return out
 
 
-def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int) -> dict:
+def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: int, gate_below: float = 1.0,
+             tau: float | None = None) -> dict:
     """Detections, false alarms and detection latency p95 with the manifest's smoothing and thresholds when
-    windows are skipped, and the share of windows the model still scores."""
+    windows are skipped, and the share of windows still scored (by the gate, with one). With a gate (at
+    `tau`, the manifest's by default), a window it turned away starts a skip only below `gate_below`."""
     smooth, scored, total = [], 0, 0
     k_smooth = model.streaming.smoothing_windows(model.classes)
+    tau = model.gate.threshold if tau is None and model.gate else tau
     for s in streams:
-        keep = skip_mask(model, s.posts, below, windows) if windows else np.ones(len(s.posts), bool)
+        keep = (skip_mask(model, s.posts, below, windows, unsure_windows(s, gate_below, tau)) if windows
+                else np.ones(len(s.posts), bool))
         smooth.append(smooth_posteriors(as_unknown(model, s.posts, keep), k_smooth))
         scored, total = scored + int(keep.sum()), total + len(keep)
     hits = fas = 0
@@ -375,7 +394,8 @@ def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: 
         h, _, f, la = counts(streams, [x[:, i] for x in smooth], kw, model.thresholds[kw],
                              model.streaming.refractory_s)
         hits, fas, lat = hits + h, fas + f, lat + la
-    return {"skip_below": below, "skip_windows": windows, "windows_scored": round(scored / max(total, 1), 4),
+    return {"skip_below": below, "skip_windows": windows, "skip_gate_below": gate_below,
+            "windows_scored": round(scored / max(total, 1), 4),
             "detections": hits, "false_alarms": fas,
             "latency_p95_s": round(float(np.percentile(lat, 95)), 3) if lat else None}
 
@@ -386,10 +406,13 @@ def choose_skipping(model: KeywordModel, dev: list[Stream], max_loss: float,
     detections of scoring every window, with no more dev false alarms, and a dev latency p95 within
     `target_latency_s` (or, when scoring every window misses it already, no later than that): a keyword's
     window skipped is a keyword detected a hop later (without this, v8 recalibrated with a smoothing per
-    keyword took skips of 3 windows after any window below 0.05: test p95 0.28 s, against 0.17 s with skips of 1)."""
+    keyword took skips of 3 windows after any window below 0.05: test p95 0.28 s, against 0.17 s with skips of 1).
+    With a gate, also which of the windows it turned away start a skip (SKIP_GATE_BELOW): skipping after only
+    its surer rejections scores more windows and may lose fewer detections."""
     full = skipping(model, dev, 0.0, 0)
     latest = max(target_latency_s, full["latency_p95_s"] or 0.0)
-    rows = [skipping(model, dev, b, w) for b in SKIP_BELOW for w in SKIP_WINDOWS]
+    gate_below = [g for g in SKIP_GATE_BELOW if model.gate and g < model.gate.threshold or g == 1.0]
+    rows = [skipping(model, dev, b, w, g) for b in SKIP_BELOW for w in SKIP_WINDOWS for g in gate_below]
     ok = [r for r in rows if r["detections"] >= full["detections"] * (1 - max_loss)
           and r["false_alarms"] <= full["false_alarms"] and (r["latency_p95_s"] or 0.0) <= latest]
     return min(ok, key=lambda r: r["windows_scored"], default=full), [full, *rows]
@@ -588,13 +611,16 @@ def main(argv: list[str] | None = None) -> int:
         model = KeywordModel(args.model)  # skipping is measured with these thresholds
     k = model.streaming.smoothing_windows(model.classes)
     if args.measure_only:
-        chosen = {"skip_below": model.streaming.skip_below, "skip_windows": model.streaming.skip_windows}
+        chosen = {"skip_below": model.streaming.skip_below, "skip_windows": model.streaming.skip_windows,
+                  "skip_gate_below": model.streaming.skip_gate_below}
     elif model.stepper is None:  # a step model moves its states on at every hop: nothing to skip
         chosen, rows = choose_skipping(model, dev, args.skip_max_loss, args.target_latency_p95)
-        manifest["streaming"].update(skip_below=chosen["skip_below"], skip_windows=chosen["skip_windows"])
+        manifest["streaming"].update(skip_below=chosen["skip_below"], skip_windows=chosen["skip_windows"],
+                                     skip_gate_below=chosen["skip_gate_below"])
         manifest.setdefault("metrics", {}).setdefault("calibration", {})["skipping"] = {
             "method": "the skip_below and skip_windows that score the fewest dev windows while keeping all but "
-                      f"{100 * args.skip_max_loss:g} % of the dev detections of scoring every window, with no more "
+                      f"{100 * args.skip_max_loss:g} % of the dev detections of scoring every window (and, with a "
+                      "gate, the gate score below which a window it turned away starts a skip), with no more "
                       f"dev false alarms and a dev latency p95 within {args.target_latency_p95} s (or no later than "
                       "scoring every window's)", "dev": rows}
         export.save_manifest(mpath, manifest)
@@ -608,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     report["recall_by_engine"] = recall_by_engine(model, test, k, keyword_speakers(test_dir / "labels.jsonl"))
     report["recall_by_duration"] = recall_by_duration(model, test, k)
     if model.stepper is None:
-        report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"]),
+        report["skipping"] = {"chosen": skipping(model, test, chosen["skip_below"], chosen["skip_windows"],
+                                                 chosen["skip_gate_below"]),
                               "every_window": skipping(model, test, 0.0, 0)}
     plot_det(model, test, k, args.model.with_name(args.model.stem + "_det.png"))
     material_said = ("test voices (never trained on, nothing tuned on them): running-speech calls (8 kHz G.711, "

@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import batches, dataset, export, models
-from training.calibrate import Stream, as_unknown, material, skip_mask, skipping
+from training.calibrate import Stream, as_unknown, material, skip_mask, skipping, unsure_windows
 from triage.audio import read_wav_16k
 from triage.model import KeywordModel, ModelError, manifest_path_for
 from triage.replay import load_labels
@@ -159,16 +159,18 @@ def scored_streams(model: KeywordModel, calls_dir: Path, negatives) -> tuple[lis
 def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarray], tau: float) -> dict:
     """Detections, false alarms and the shares of windows the gate and the full model score with the gate at
     `tau`, under the manifest's smoothing, thresholds and window skipping (a window the gate turns away is
-    `_unknown_`, which, like any window without a likely keyword, starts a skip)."""
+    `_unknown_`, which, like any window without a likely keyword, starts a skip if the gate was sure enough:
+    `skip_gate_below`)."""
     st = model.streaming
     out, full, total = [], 0, 0
     for s, g in zip(streams, gate_scores, strict=True):
         keep = g >= tau
-        posts = as_unknown(model, s.posts, keep)
-        out.append(dataclasses.replace(s, posts=posts))
-        scored = skip_mask(model, posts, st.skip_below, st.skip_windows) if st.skip_windows else np.ones_like(keep)
+        out.append(dataclasses.replace(s, posts=as_unknown(model, s.posts, keep), gate=g))
+        scored = (skip_mask(model, out[-1].posts, st.skip_below, st.skip_windows,
+                            unsure_windows(out[-1], st.skip_gate_below, tau))
+                  if st.skip_windows else np.ones_like(keep))
         full, total = full + int((scored & keep).sum()), total + len(keep)
-    r = skipping(model, out, st.skip_below, st.skip_windows)
+    r = skipping(model, out, st.skip_below, st.skip_windows, st.skip_gate_below, tau)
     return {"tau": tau, "windows_scored_by_gate": r["windows_scored"],
             "windows_scored_by_full_model": round(full / max(total, 1), 4), "detections": r["detections"],
             "false_alarms": r["false_alarms"], "latency_p95_s": r["latency_p95_s"]}

@@ -41,6 +41,10 @@ class StreamingParams:
     # Absent: every window is scored.
     skip_below: float = 0.0
     skip_windows: int = 0
+    # A window the gate turned away starts a skip only when its gate score is below `skip_gate_below`, a sure
+    # rejection: a window the gate was unsure of may precede a keyword, and skipping the next window then
+    # delays or loses it (training/README.md). The default lets every window the gate turned away start one.
+    skip_gate_below: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> StreamingParams:
@@ -49,7 +53,8 @@ class StreamingParams:
         if (min(smoothing.values(), default=0) if table else smoothing) < 1:
             raise ValueError(f"smoothing must be a number of windows ≥ 1 or a table of them, got {d['smoothing']!r}")
         return cls(hop_s=float(d["hop_s"]), smoothing=smoothing, refractory_s=float(d["refractory_s"]),
-                   skip_below=float(d.get("skip_below", 0.0)), skip_windows=int(d.get("skip_windows", 0)))
+                   skip_below=float(d.get("skip_below", 0.0)), skip_windows=int(d.get("skip_windows", 0)),
+                   skip_gate_below=float(d.get("skip_gate_below", 1.0)))
 
     def smoothing_windows(self, classes: tuple[str, ...]) -> np.ndarray:
         """How many windows each class's posterior is averaged over, in the order of `classes`."""
@@ -203,6 +208,8 @@ class KeywordModel:
         elif (self.streaming and self.streaming.skip_windows) or "gate" in manifest:
             raise ModelError(f"{mpath}: skipping windows or a gate needs an {UNKNOWN} class to count "
                              "unscored windows as")
+        if self.streaming is not None and self.streaming.skip_gate_below < 1.0 and "gate" not in manifest:
+            raise ModelError(f"{mpath}: streaming.skip_gate_below is a gate score; this model has no gate")
         self.thresholds = {k: float(thresholds.get(k, 0.5)) for k in self.keywords}
         # How much `_silence_` counts against `_unknown_` when `triage classify` labels a clip with no keyword.
         try:
@@ -278,11 +285,17 @@ class KeywordModel:
     def predict(self, windows: np.ndarray) -> np.ndarray:
         """(N, frames, n_mels) log-mel windows → (N, n_classes) class probabilities. With a gate, windows it
         turns away are `_unknown_` with certainty and cost the full model nothing."""
+        return self.predict_gated(windows)[0]
+
+    def predict_gated(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """`predict`, and the gate's score of each window (None without a gate): the spotter's window skipping
+        reads how sure the gate was of the windows it turned away."""
         x = self._windows(windows)
         if self.gate is None or len(x) == 0:
-            return self.predict_full(x)
-        keep = self.gate.scores(x) >= self.gate.threshold
+            return self.predict_full(x), None if self.gate is None else np.zeros(0, np.float32)
+        scores = self.gate.scores(x)
+        keep = scores >= self.gate.threshold
         out = np.tile(self.unknown_posterior, (len(x), 1))
         if keep.any():
             out[keep] = self.predict_full(x[keep])
-        return out
+        return out, scores

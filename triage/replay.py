@@ -28,7 +28,7 @@ class CallResult:
     duration: float
     detections: list[Detection]
     decision: RouteDecision
-    trace: list[tuple[float, np.ndarray]] | None = None
+    trace: list[tuple[float, np.ndarray, float]] | None = None  # KeywordSpotter.trace
     envelope: np.ndarray | None = None  # RMS per 10 ms, for plots
 
     @property
@@ -192,8 +192,8 @@ def write_report(directory: Path, model: KeywordModel, results: list[CallResult]
                 ax.axvspan(k.start, k.end, color="#ffd54f", alpha=0.4)
             ax1.text(k.start, ax1.get_ylim()[1], k.keyword, fontsize=8, va="top")
         if r.trace:
-            times = np.array([t for t, _ in r.trace])
-            post = np.stack([p for _, p in r.trace])
+            times = np.array([t for t, *_ in r.trace])
+            post = np.stack([p for _, p, _ in r.trace])
             for i, c in enumerate(model.classes):
                 if c in model.keywords and post[:, i].max() > 0.05:
                     line, = ax2.plot(times, post[:, i], lw=1, label=c)

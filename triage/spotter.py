@@ -77,7 +77,8 @@ class KeywordSpotter:
         self._gate_step = gate.step if gate is not None else None
         self.gate_states = self._gate_step.initial_states() if self._gate_step else None
         self._gate_lead = model.lead_frames if self._gate_step else 0
-        self._gate_keep: bool | None = None  # the gate's verdict on the first due hop, until it is taken
+        self._gate_score: float | None = None  # the step gate's score of the first due hop, until it is taken
+        self._taken_gate = float("nan")  # the step gate's score of the hop last taken
         # Ring buffer of the latest `window` frames; never grows with call length.
         self._ring = np.zeros((self._window, p.n_mels), dtype=np.float32)
         self._ring_pos = 0
@@ -89,6 +90,8 @@ class KeywordSpotter:
         self._taken: list[tuple[int, np.ndarray | None]] = []
         self._skip = 0  # windows still to skip
         self._skip_after = model.streaming.skip_below if model.streaming.skip_windows else 0.0
+        # A window the gate turned away with a score in [unsure_from, gate threshold) starts no skip.
+        self._unsure = (model.streaming.skip_gate_below, gate.threshold) if gate is not None else (1.0, 1.0)
         self._smoothing = model.streaming.smoothing_windows(model.classes)
         self._columns = np.arange(len(model.classes))
         self._recent = deque(maxlen=int(self._smoothing.max()))
@@ -99,8 +102,9 @@ class KeywordSpotter:
         self.samples_fed = 0
         self.windows_scored = 0
         self.last_posteriors: np.ndarray | None = None  # smoothed, for dashboards
-        # (time, smoothed posteriors) of every scored window, for replay plots; off live (it grows).
-        self.trace: list[tuple[float, np.ndarray]] | None = [] if trace else None
+        # (time, smoothed posteriors, gate score or NaN) of every scored window, for replay plots and
+        # calibration; off live (it grows).
+        self.trace: list[tuple[float, np.ndarray, float]] | None = [] if trace else None
 
     @property
     def time(self) -> float:
@@ -171,15 +175,15 @@ class KeywordSpotter:
             self._taken, self._due = [d[:2] for d in self._due[:1]], self._due[1:]
             return [w for _, w in self._taken]
         if self._gate_step is not None and self._due:  # likewise, the hop the gate has just scored (`gate_scored`)
-            if self._gate_keep is None:
+            if self._gate_score is None:
                 raise RuntimeError("the step gate must score a spotter's due hop before it is taken")
             (seen, window, _), self._due = self._due[0], self._due[1:]
             if window is not None and self._skip:
                 self._skip -= 1
                 window = None
-            elif window is not None and not self._gate_keep:
+            elif window is not None and self._gate_score < self.model.gate.threshold:
                 window = GATED
-            self._taken, self._gate_keep = [(seen, window)], None
+            self._taken, self._taken_gate, self._gate_score = [(seen, window)], self._gate_score, None
             return [w for _, w in self._taken if w is not None and w is not GATED]
         if not self._skip_after:
             self._taken, self._due = [d[:2] for d in self._due], []
@@ -205,27 +209,35 @@ class KeywordSpotter:
         """The step gate's score of `gate_hop` and the states it left: the window it ends goes to the full model
         only if the score reaches the gate's threshold."""
         self.gate_states = states
-        self._gate_keep = score >= self.model.gate.threshold
+        self._gate_score = score
 
-    def accept(self, posteriors: np.ndarray, states: list[np.ndarray] | None = None) -> list[Detection]:
+    def accept(self, posteriors: np.ndarray, states: list[np.ndarray] | None = None,
+               gate_scores: np.ndarray | None = None) -> list[Detection]:
         """Posteriors for the windows of the last `take_due`, in order → the detections they trigger
-        (with a step model, also the states its hop left)."""
+        (with a step model, also the states its hop left; with a windowed gate, its score of each row)."""
         scored = sum(1 for _, w in self._taken if w is not None and w is not GATED)
         if len(posteriors) != scored:
             raise ValueError(f"expected {scored} posterior rows, got {len(posteriors)}")
         if self.states is not None and scored:
             self.states = states
         out = []
-        rows = iter(posteriors)
+        row = 0
         for seen, window in self._taken:
             if seen < self._window:  # a step model's (or step gate's) warm-up hop: no whole window yet
-                if window is not None:
-                    next(rows)
+                row += window is not None
                 continue
-            post = self.model.unknown_posterior if window is None or window is GATED else next(rows)
+            gate = self._taken_gate
+            if window is None or window is GATED:
+                post = self.model.unknown_posterior
+            else:
+                post = posteriors[row]
+                if gate_scores is not None:
+                    gate = float(gate_scores[row])
+                row += 1
             # A window the gate turned away counts as scored `_unknown_`, so it starts a skip as the windowed
-            # gate's `KeywordModel.predict` would make it.
-            if window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after:
+            # gate's `KeywordModel.predict` would make it, unless the gate was unsure of it.
+            if (window is not None and self._skip_after and post[self._keyword_cols].max() < self._skip_after
+                    and not self._unsure[0] <= gate < self._unsure[1]):
                 self._skip = self.model.streaming.skip_windows
             self._recent.append(post)
             smooth = self._smoothed()
@@ -233,12 +245,12 @@ class KeywordSpotter:
             self.windows_scored += 1
             t = window_end(self._params, seen)
             if self.trace is not None:
-                self.trace.append((t, smooth))
+                self.trace.append((t, smooth, gate if window is not None else float("nan")))
             for i, kw in self._keyword_index:
                 score = float(smooth[i])
                 if self._triggers[kw].step(t, score):
                     out.append(Detection(kw, KEYWORD_SERVICE[kw], t, score))
-        self._taken = []
+        self._taken, self._taken_gate = [], float("nan")
         return out
 
     def _smoothed(self) -> np.ndarray:
@@ -295,11 +307,13 @@ def take_batch(spotters: Sequence[KeywordSpotter]) -> tuple[list[int], np.ndarra
 
 
 def accept_batch(spotters: Sequence[KeywordSpotter], counts: list[int], posteriors: np.ndarray,
-                 states: list[np.ndarray] | None = None) -> list[list[Detection]]:
+                 states: list[np.ndarray] | None = None,
+                 gate_scores: np.ndarray | None = None) -> list[list[Detection]]:
     out, i = [], 0
     for s, n in zip(spotters, counts, strict=True):
         # A step model takes one hop per spotter a round: row i of every stacked state is this spotter's.
-        out.append(s.accept(posteriors[i: i + n], [st[i] for st in states] if states and n else None))
+        out.append(s.accept(posteriors[i: i + n], [st[i] for st in states] if states and n else None,
+                            None if gate_scores is None else gate_scores[i: i + n]))
         i += n
     return out
 
@@ -334,16 +348,18 @@ def score_rounds(model: KeywordModel, spotters: Sequence[KeywordSpotter]) -> tup
         if gate_step is not None:
             gate_batch(gate_step, group)
         counts, windows = take_batch(group)
-        states = None
+        states = gate_scores = None
         if windows is None:
             posteriors = np.zeros((0, len(model.classes)), np.float32)
         elif model.stepper is not None:
             held = [s.states for s, n in zip(group, counts, strict=True) if n]
             posteriors, states = model.stepper.run(windows, [np.stack(st) for st in zip(*held, strict=True)])
-        else:  # a step gate has already turned windows away
-            posteriors = model.predict_full(windows) if gate_step else model.predict(windows)
+        elif gate_step is not None:  # it has already turned windows away
+            posteriors = model.predict_full(windows)
+        else:
+            posteriors, gate_scores = model.predict_gated(windows)
         scored += len(posteriors)
-        for i, dets in zip(pending, accept_batch(group, counts, posteriors, states), strict=True):
+        for i, dets in zip(pending, accept_batch(group, counts, posteriors, states, gate_scores), strict=True):
             out[i] += dets
         pending = [i for i in pending if spotters[i].has_due]
     return out, scored
