@@ -186,9 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         by_kw = json.dumps(f["false_alarms_by_keyword"], ensure_ascii=False)
         if (sk := ev.get("skipping")) and sk["chosen"]["skip_windows"]:
             c, every = sk["chosen"], sk["every_window"]
-            out += ["", f"Window skipping (`skip_below` {c['skip_below']:g}, `skip_windows` {c['skip_windows']}): the "
-                        f"model scores {c['windows_scored']:.1%} of the test windows; offline on the same windows, "
-                        f"{c['detections']} detections and {c['false_alarms']} false alarms against "
+            sure = (f", `skip_gate_below` {c['skip_gate_below']:g}: after a window the gate turned away only when it "
+                    "scored it below that" if c.get("skip_gate_below", 1.0) < 1 else "")
+            out += ["", f"Window skipping (`skip_below` {c['skip_below']:g}, `skip_windows` {c['skip_windows']}"
+                        f"{sure}): the model scores {c['windows_scored']:.1%} of the test windows; offline on the same "
+                        f"windows, {c['detections']} detections and {c['false_alarms']} false alarms against "
                         f"{every['detections']} and {every['false_alarms']} scoring every window. The per-keyword "
                         "table below scores every window"
                         + (" (with the gate: every window is offered to the gate, and its rejections count as "
@@ -199,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
             out += ["", f"Gate (`{gate['file']}`, τ {gate['threshold']:g}): {gate['method']}. Windows it turns away "
                         "count as `_unknown_` (live and `triage replay`; `triage classify` bypasses it)."
                         + (" Measured by `python -m training.gate` on the test material as built when τ was chosen "
-                           "(so not the same draw as the figures above), with window skipping: the gate scores "
-                           f"{at['windows_scored_by_gate']:.1%} of the windows and the full model "
-                           f"{at['windows_scored_by_full_model']:.1%} (without the gate "
+                           "(so not the same draw as the figures above), with the window skipping the manifest had "
+                           f"then: the gate scores {at['windows_scored_by_gate']:.1%} of the windows and the full "
+                           f"model {at['windows_scored_by_full_model']:.1%} (without the gate "
                            f"{ungated['windows_scored_by_full_model']:.1%}), for {at['detections']} detections and "
                            f"{at['false_alarms']} false alarms against {ungated['detections']} and "
                            f"{ungated['false_alarms']} without it." if at else
