@@ -150,6 +150,24 @@ def test_a_gate_score_to_skip_below_without_a_gate_is_refused_at_load(tmp_path):
         KeywordModel(path)
 
 
+@pytest.mark.parametrize("below", [float("nan"), 0.0, -0.2, 1.5])
+def test_a_gate_score_to_skip_below_outside_0_1_is_refused_at_load(tmp_path, below):
+    path = loudness_model(tmp_path, streaming={"hop_s": 0.1, "smoothing": 1, "refractory_s": 1.0,
+                                               "skip_below": 0.1, "skip_windows": 1, "skip_gate_below": below})
+    loudness_gate(path, level_db=-60.0, threshold=0.5)
+    with pytest.raises(ModelError, match=r"skip_gate_below must be a gate score in \(0, 1\]"):
+        KeywordModel(path)
+
+
+def test_a_new_gate_skips_after_every_rejection_until_calibrated_for_it():
+    from training.gate import replace_gate
+    manifest = {"streaming": {"skip_below": 0.5, "skip_windows": 1, "skip_gate_below": 0.2},
+                "gate": {"file": "old.onnx", "threshold": 0.6}}
+    replace_gate(manifest, {"file": "new.onnx", "threshold": 0.0})
+    assert manifest["gate"]["file"] == "new.onnx" and manifest["streaming"]["skip_gate_below"] == 1.0
+    assert manifest["streaming"]["skip_below"] == 0.5 and manifest["streaming"]["skip_windows"] == 1
+
+
 def test_adapt_places_the_gate_beside_an_adapted_model_and_never_overwrites_another(tmp_path):
     from triage.adapt import AdaptError, _place_beside
 

@@ -359,12 +359,23 @@ def skip_mask(model: KeywordModel, posts: np.ndarray, below: float, windows: int
     return keep
 
 
-def unsure_windows(stream: Stream, gate_below: float, tau: float) -> np.ndarray | None:
+def unsure_windows(stream: Stream, gate_below: float, tau: float | None) -> np.ndarray | None:
     """The windows a gate at `tau` turned away with a score of at least `gate_below` (the manifest's
     `skip_gate_below`): they start no skip. None when every window it turned away starts one."""
-    if stream.gate is None or gate_below >= tau:
+    if stream.gate is None or tau is None or gate_below >= tau:
         return None
-    return (stream.gate >= gate_below) & (stream.gate < tau)
+    # in float64, as the spotter compares each score: float32 against 0.7 would round the bound itself
+    g = stream.gate.astype(np.float64)
+    return (g >= gate_below) & (g < tau)
+
+
+def scored_windows(model: KeywordModel, stream: Stream, below: float, windows: int, gate_below: float,
+                   tau: float | None) -> np.ndarray:
+    """The windows of `stream` the spotter scores when it skips `windows` after a window below `below`
+    (with a gate at `tau`, only after its rejections below `gate_below`)."""
+    if not windows:
+        return np.ones(len(stream.posts), bool)
+    return skip_mask(model, stream.posts, below, windows, unsure_windows(stream, gate_below, tau))
 
 
 def as_unknown(model: KeywordModel, posts: np.ndarray, scored: np.ndarray) -> np.ndarray:
@@ -383,8 +394,7 @@ def skipping(model: KeywordModel, streams: list[Stream], below: float, windows: 
     k_smooth = model.streaming.smoothing_windows(model.classes)
     tau = model.gate.threshold if tau is None and model.gate else tau
     for s in streams:
-        keep = (skip_mask(model, s.posts, below, windows, unsure_windows(s, gate_below, tau)) if windows
-                else np.ones(len(s.posts), bool))
+        keep = scored_windows(model, s, below, windows, gate_below, tau)
         smooth.append(smooth_posteriors(as_unknown(model, s.posts, keep), k_smooth))
         scored, total = scored + int(keep.sum()), total + len(keep)
     hits = fas = 0

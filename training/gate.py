@@ -36,7 +36,7 @@ import numpy as np
 from tqdm import tqdm
 
 from training import batches, dataset, export, models
-from training.calibrate import Stream, as_unknown, material, skip_mask, skipping, unsure_windows
+from training.calibrate import Stream, as_unknown, material, scored_windows, skipping
 from triage.audio import read_wav_16k
 from triage.model import KeywordModel, ModelError, manifest_path_for
 from triage.replay import load_labels
@@ -166,14 +166,24 @@ def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarr
     for s, g in zip(streams, gate_scores, strict=True):
         keep = g >= tau
         out.append(dataclasses.replace(s, posts=as_unknown(model, s.posts, keep), gate=g))
-        scored = (skip_mask(model, out[-1].posts, st.skip_below, st.skip_windows,
-                            unsure_windows(out[-1], st.skip_gate_below, tau))
-                  if st.skip_windows else np.ones_like(keep))
+        scored = scored_windows(model, out[-1], st.skip_below, st.skip_windows, st.skip_gate_below, tau)
         full, total = full + int((scored & keep).sum()), total + len(keep)
     r = skipping(model, out, st.skip_below, st.skip_windows, st.skip_gate_below, tau)
     return {"tau": tau, "windows_scored_by_gate": r["windows_scored"],
             "windows_scored_by_full_model": round(full / max(total, 1), 4), "detections": r["detections"],
             "false_alarms": r["false_alarms"], "latency_p95_s": r["latency_p95_s"]}
+
+
+def replace_gate(manifest: dict, gate: dict) -> None:
+    """Put `gate` in the manifest. The window skipping's `skip_gate_below` was chosen for the gate it replaces,
+    at that gate's τ: this gate's scores mean something else, so every rejection starts a skip again until
+    `python -m training.calibrate` chooses it for this one."""
+    manifest["gate"] = gate
+    streaming = manifest.get("streaming", {})
+    if streaming.get("skip_gate_below", 1.0) < 1.0:
+        log(f"streaming.skip_gate_below {streaming['skip_gate_below']} reset to 1 (every rejection starts a skip): "
+            "it was chosen for the gate this one replaces; `python -m training.calibrate` chooses it again")
+        streaming["skip_gate_below"] = 1.0
 
 
 def choose_tau(model: KeywordModel, dev: list[Stream], dev_gate: list[np.ndarray], max_loss: float) -> tuple[float,
@@ -248,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    manifest["gate"] = {"file": gate_path.name, "threshold": 0.0, **({"step": step} if step else {})}
+    replace_gate(manifest, {"file": gate_path.name, "threshold": 0.0, **({"step": step} if step else {})})
     export.save_manifest(mpath, manifest)
     model = KeywordModel(args.model)
 

@@ -52,9 +52,13 @@ class StreamingParams:
         smoothing = {str(k): int(v) for k, v in d["smoothing"].items()} if table else int(d["smoothing"])
         if (min(smoothing.values(), default=0) if table else smoothing) < 1:
             raise ValueError(f"smoothing must be a number of windows ≥ 1 or a table of them, got {d['smoothing']!r}")
+        gate_below = float(d.get("skip_gate_below", 1.0))
+        if not 0.0 < gate_below <= 1.0:  # NaN too: a NaN would read as 1.0 and silently skip after any rejection
+            raise ValueError(f"skip_gate_below must be a gate score in (0, 1] (1, or absent, lets every window the "
+                             f"gate turned away start a skip), got {d['skip_gate_below']!r}")
         return cls(hop_s=float(d["hop_s"]), smoothing=smoothing, refractory_s=float(d["refractory_s"]),
                    skip_below=float(d.get("skip_below", 0.0)), skip_windows=int(d.get("skip_windows", 0)),
-                   skip_gate_below=float(d.get("skip_gate_below", 1.0)))
+                   skip_gate_below=gate_below)
 
     def smoothing_windows(self, classes: tuple[str, ...]) -> np.ndarray:
         """How many windows each class's posterior is averaged over, in the order of `classes`."""
@@ -209,7 +213,8 @@ class KeywordModel:
             raise ModelError(f"{mpath}: skipping windows or a gate needs an {UNKNOWN} class to count "
                              "unscored windows as")
         if self.streaming is not None and self.streaming.skip_gate_below < 1.0 and "gate" not in manifest:
-            raise ModelError(f"{mpath}: streaming.skip_gate_below is a gate score; this model has no gate")
+            raise ModelError(f"{mpath}: streaming.skip_gate_below is a gate score; this model has no gate (remove the "
+                             "field, or give the model its gate)")
         self.thresholds = {k: float(thresholds.get(k, 0.5)) for k in self.keywords}
         # How much `_silence_` counts against `_unknown_` when `triage classify` labels a clip with no keyword.
         try:

@@ -50,7 +50,7 @@ def replay_samples(model: KeywordModel, samples: np.ndarray, name: str = "", chu
 def replay_blocks(model: KeywordModel, blocks: Iterable[np.ndarray], name: str = "",
                   trace: bool = False) -> CallResult:
     """Feed 16 kHz blocks of any sizes in order; memory stays flat whatever the recording's length
-    (with `trace`, the plot data grows by 15 numbers per 100 ms)."""
+    (with `trace`, the plot data grows by 16 numbers per 100 ms)."""
     spotter = KeywordSpotter(model, trace=trace)
     router = CallRouter()
     rate = model.features.sample_rate

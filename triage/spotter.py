@@ -90,7 +90,7 @@ class KeywordSpotter:
         self._taken: list[tuple[int, np.ndarray | None]] = []
         self._skip = 0  # windows still to skip
         self._skip_after = model.streaming.skip_below if model.streaming.skip_windows else 0.0
-        # A window the gate turned away with a score in [unsure_from, gate threshold) starts no skip.
+        # A window the gate turned away with a score in [skip_gate_below, gate threshold) starts no skip.
         self._unsure = (model.streaming.skip_gate_below, gate.threshold) if gate is not None else (1.0, 1.0)
         self._smoothing = model.streaming.smoothing_windows(model.classes)
         self._columns = np.arange(len(model.classes))
