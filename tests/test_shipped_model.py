@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import redis
 from livekit import collect, send_audio, start_call
 
-from triage.audio import encode, read_wav, resample
+from triage.audio import decode, encode, read_wav, resample
 from triage.embedded_redis import EmbeddedRedis
 from triage.features import FeatureParams
 from triage.keywords import CLASSES, KEYWORDS
@@ -69,3 +70,17 @@ def test_replay_contract_on_bundled_calls(name, services):
     assert r.returncode == 0, r.stderr
     (line,) = [json.loads(x) for x in r.stdout.splitlines()]
     assert set(line) == {"file", "services", "detections"} and line["services"] == services
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+def test_the_sentence_a_new_user_says_first_is_routed_to_18():
+    """What a new user tries after the README's first command, `triage call --say "Allô, il y a un incendie dans
+    mon immeuble, venez vite"`: the client's own voice, over its default line (8 kHz μ-law), as the live core
+    hears it. (An early model detected nothing in it; issue #9.)"""
+    from triage import client
+    from triage.replay import replay_samples
+
+    samples, rate = client.synthesize("Allô, il y a un incendie dans mon immeuble, venez vite")
+    data, _ = client.prepare(samples, rate, "mulaw", 8000)
+    result = replay_samples(KeywordModel(), resample(decode(data, "mulaw"), 8000), "say")
+    assert [d.keyword for d in result.detections] == ["incendie"] and result.services == [18]
