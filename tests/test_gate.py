@@ -159,13 +159,20 @@ def test_a_gate_score_to_skip_below_outside_0_1_is_refused_at_load(tmp_path, bel
         KeywordModel(path)
 
 
-def test_a_new_gate_skips_after_every_rejection_until_calibrated_for_it():
+def test_a_new_gate_skips_after_every_rejection_until_calibrated_for_it_and_the_same_gate_keeps_its_rule():
     from training.gate import replace_gate
-    manifest = {"streaming": {"skip_below": 0.5, "skip_windows": 1, "skip_gate_below": 0.2},
-                "gate": {"file": "old.onnx", "threshold": 0.6}}
-    replace_gate(manifest, {"file": "new.onnx", "threshold": 0.0})
-    assert manifest["gate"]["file"] == "new.onnx" and manifest["streaming"]["skip_gate_below"] == 1.0
-    assert manifest["streaming"]["skip_below"] == 0.5 and manifest["streaming"]["skip_windows"] == 1
+
+    def manifest():
+        return {"streaming": {"skip_below": 0.5, "skip_windows": 1, "skip_gate_below": 0.2},
+                "gate": {"file": "kws_gate.onnx", "threshold": 0.6, "sha256": "aa"}}
+
+    new = manifest()
+    replace_gate(new, {"file": "kws_gate.onnx", "threshold": 0.0}, "bb")
+    assert new["gate"] == {"file": "kws_gate.onnx", "threshold": 0.0} and new["streaming"]["skip_gate_below"] == 1.0
+    assert new["streaming"]["skip_below"] == 0.5 and new["streaming"]["skip_windows"] == 1
+    same = manifest()
+    replace_gate(same, {"file": "kws_gate.onnx", "threshold": 0.0}, "aa")
+    assert same["streaming"]["skip_gate_below"] == 0.2
 
 
 def test_adapt_places_the_gate_beside_an_adapted_model_and_never_overwrites_another(tmp_path):

@@ -174,13 +174,15 @@ def gated(model: KeywordModel, streams: list[Stream], gate_scores: list[np.ndarr
             "false_alarms": r["false_alarms"], "latency_p95_s": r["latency_p95_s"]}
 
 
-def replace_gate(manifest: dict, gate: dict) -> None:
-    """Put `gate` in the manifest. The window skipping's `skip_gate_below` was chosen for the gate it replaces,
-    at that gate's τ: this gate's scores mean something else, so every rejection starts a skip again until
-    `python -m training.calibrate` chooses it for this one."""
+def replace_gate(manifest: dict, gate: dict, sha256: str) -> None:
+    """Put `gate` (its file's digest `sha256`) in the manifest. The window skipping's `skip_gate_below` was
+    chosen for the gate there before: a gate with other weights scores on another scale, so every rejection
+    starts a skip again until `python -m training.calibrate` chooses it for the new one. The same gate measured
+    again keeps it."""
+    same = manifest.get("gate", {}).get("sha256") == sha256
     manifest["gate"] = gate
     streaming = manifest.get("streaming", {})
-    if streaming.get("skip_gate_below", 1.0) < 1.0:
+    if not same and streaming.get("skip_gate_below", 1.0) < 1.0:
         log(f"streaming.skip_gate_below {streaming['skip_gate_below']} reset to 1 (every rejection starts a skip): "
             "it was chosen for the gate this one replaces; `python -m training.calibrate` chooses it again")
         streaming["skip_gate_below"] = 1.0
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
 
     mpath = manifest_path_for(args.model)
     manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    replace_gate(manifest, {"file": gate_path.name, "threshold": 0.0, **({"step": step} if step else {})})
+    replace_gate(manifest, {"file": gate_path.name, "threshold": 0.0, **({"step": step} if step else {})},
+                 hashlib.sha256(gate_path.read_bytes()).hexdigest())
     export.save_manifest(mpath, manifest)
     model = KeywordModel(args.model)
 
