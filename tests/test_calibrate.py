@@ -308,8 +308,8 @@ def test_skipping_may_follow_only_the_gates_sure_rejections_when_its_unsure_ones
     assert chosen["windows_scored"] < 0.6 and {r["skip_gate_below"] for r in rows[1:]} == {1.0, 0.4, 0.3, 0.2, 0.1}
 
 
-def test_dev_hears_three_builds_of_keyword_free_speech_and_its_calls_stay_made_of_the_first(tmp_path, monkeypatch):
-    """More keyword-free dev speech must not remake the dev calls (they are padded with the first build's
+def test_dev_and_test_hear_three_builds_of_keyword_free_speech_their_calls_made_of_the_first(tmp_path, monkeypatch):
+    """More keyword-free speech must not remake the dev or test calls (they are padded with the first build's
     sentences), and each build's streams get their own noise draws and names."""
     from training import calibrate
 
@@ -342,7 +342,10 @@ def test_dev_hears_three_builds_of_keyword_free_speech_and_its_calls_stay_made_o
     assert len({seed for _, _, seed, _ in streams}) == 9
     assert len({name for name, _ in negatives}) == 9 and all(name.startswith("free") for name, _ in negatives)
     _, test_negatives = calibrate.material(tmp_path, "test")
-    assert len(test_negatives) == 3
+    test_recipe = json.loads((tmp_path / "calls" / "test" / "recipe.json").read_text())
+    assert test_recipe["free"] == ["test-1500-free100-s0.npz"] and padded[-1] == "test-1500-free100-s0.npz"
+    assert len({name for name, _ in test_negatives}) == 9
+    assert not {seed for _, _, seed, _ in streams[:9]} & {seed for _, _, seed, _ in streams[9:]}
 
 
 def test_the_gate_scores_a_calibration_holds_unsure_are_those_the_spotter_holds_unsure():
